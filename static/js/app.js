@@ -1,0 +1,140 @@
+// Forward Pass: the small amount of JavaScript the pages need.
+// Charts are drawn from JSON the server renders next to a <canvas data-chart="…">,
+// whenever htmx puts new content on the page (a form result, a streamed event).
+(() => {
+  "use strict";
+
+  // Swap 422 (form errors) into the page like a success; keep other errors out.
+  htmx.config.responseHandling = [
+    { code: "204", swap: false },
+    { code: "[23]..", swap: true },
+    { code: "422", swap: true },
+    { code: "[45]..", swap: false, error: true },
+  ];
+
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  const dataFor = (canvas) => JSON.parse(document.getElementById(canvas.dataset.source).textContent);
+  const short = (text, n = 60) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
+
+  // Writes each point's label beside it (Chart.js has no built-in data labels).
+  const pointLabels = {
+    id: "pointLabels",
+    afterDatasetsDraw(chart) {
+      const { ctx } = chart;
+      ctx.save();
+      ctx.font = "12px system-ui, sans-serif";
+      ctx.fillStyle = css("--ink");
+      chart.data.datasets.forEach((ds, i) => {
+        if (!ds.labels) return;
+        chart.getDatasetMeta(i).data.forEach((pt, j) => ctx.fillText(short(ds.labels[j], 28), pt.x + 6, pt.y - 6));
+      });
+      ctx.restore();
+    },
+  };
+
+  const draw = {
+    // PCA scatter of embedded texts; clicking a point asks the server for its neighbours.
+    scatter(canvas) {
+      const r = dataFor(canvas);
+      const points = r.points.map(([x, y]) => ({ x, y }));
+      new Chart(canvas, {
+        type: "scatter",
+        data: { datasets: [{ data: points, labels: r.texts.length <= 40 ? r.texts : null,
+          backgroundColor: css("--accent"), pointRadius: 5, pointHoverRadius: 8 }] },
+        options: {
+          maintainAspectRatio: false, animation: false,
+          plugins: { legend: { display: false },
+            tooltip: { callbacks: { label: (c) => short(r.texts[c.dataIndex], 80) } } },
+          scales: { x: { title: { display: true, text: `PC1 (${(100 * r.explained[0]).toFixed(1)}%)` } },
+                    y: { title: { display: true, text: `PC2 (${(100 * r.explained[1]).toFixed(1)}%)` } } },
+          onClick: (_event, elements) => {
+            if (!elements.length) return;
+            const position = elements[0].index;
+            htmx.ajax("GET", `${canvas.dataset.neighboursUrl}?position=${position}`,
+                      { target: canvas.dataset.target, swap: "innerHTML" });
+          },
+        },
+        plugins: [pointLabels],
+      });
+    },
+
+    // Cosine-similarity heatmap drawn straight onto the canvas (n ≤ 256 cells a side).
+    heatmap(canvas) {
+      const r = dataFor(canvas);
+      const sim = r.similarity, n = sim.length;
+      const size = canvas.clientWidth || 360;
+      const ratio = window.devicePixelRatio || 1;
+      canvas.width = size * ratio; canvas.height = size * ratio;
+      const ctx = canvas.getContext("2d");
+      ctx.scale(ratio, ratio);
+      const cell = size / n;
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          const s = Math.max(0, Math.min(1, (sim[i][j] + 1) / 2)); // cosine [-1, 1] → [0, 1]
+          ctx.fillStyle = `hsl(228, 70%, ${Math.round(97 - 65 * s)}%)`;
+          ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+        }
+      }
+      canvas.title = "";
+      canvas.addEventListener("mousemove", (e) => {
+        const i = Math.floor(e.offsetY / cell), j = Math.floor(e.offsetX / cell);
+        if (i < n && j < n) canvas.title = `${sim[i][j].toFixed(3)}\n${short(r.texts[i])}\n${short(r.texts[j])}`;
+      });
+    },
+
+    // The analogy's four words and its target, with the two parallel offsets drawn.
+    analogy(canvas) {
+      const r = dataFor(canvas);
+      const p = r.plot;
+      const line = (from, to, color) => ({ type: "line", data: [from, to].map((i) => ({ x: p[i].x, y: p[i].y })),
+        borderColor: color, borderWidth: 2, pointRadius: 0, showLine: true });
+      new Chart(canvas, {
+        type: "scatter",
+        data: { datasets: [
+          { data: p.map(({ x, y }) => ({ x, y })), labels: p.map((q) => q.label),
+            backgroundColor: ["#3b5bdb", "#868e96", "#2b8a3e", "#e67700", "#c92a2a"], pointRadius: 7 },
+          line(1, 0, "#3b5bdb88"), line(2, 4, "#2b8a3e88"),
+        ] },
+        options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } } },
+        plugins: [pointLabels],
+      });
+    },
+
+    // Bars: exact Jaccard against each estimate.
+    bars(canvas) {
+      const r = dataFor(canvas);
+      new Chart(canvas, {
+        type: "bar",
+        data: { labels: r.bars.map((b) => b.label),
+          datasets: [{ data: r.bars.map((b) => b.value), backgroundColor: r.bars.map((b, i) => (i ? "#748ffc" : "#2b8a3e")) }] },
+        options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
+          scales: { y: { min: 0, max: 1, title: { display: true, text: "Jaccard similarity" } } } },
+      });
+    },
+
+    // Two Bloom filters as strips of bits (or of bit density when m is large).
+    bits(canvas) {
+      const r = dataFor(canvas);
+      const rows = [r.bits_a, r.bits_b];
+      const width = canvas.clientWidth || 600, rowH = 28, ratio = window.devicePixelRatio || 1;
+      canvas.width = width * ratio; canvas.height = (rowH * 2 + 8) * ratio;
+      const ctx = canvas.getContext("2d");
+      ctx.scale(ratio, ratio);
+      rows.forEach((bits, row) => {
+        const w = width / bits.length;
+        bits.forEach((v, i) => {
+          ctx.fillStyle = v ? `rgba(59, 91, 219, ${Math.max(0.15, v)})` : "#eef0f6";
+          ctx.fillRect(i * w, row * (rowH + 8), Math.max(1, w - (w > 3 ? 1 : 0)), rowH);
+        });
+      });
+    },
+  };
+
+  htmx.onLoad((root) => {
+    root.querySelectorAll("canvas[data-chart]").forEach((canvas) => {
+      if (canvas.dataset.drawn) return;
+      canvas.dataset.drawn = "1";
+      draw[canvas.dataset.chart]?.(canvas);
+    });
+  });
+})();

@@ -1,0 +1,137 @@
+"""One handler per playground: read the run's params, call the lab, store, return the result.
+
+A handler gets the Run, the ``emit`` callback and the device name, and returns the JSON
+result stored on the run. Lab modules are imported inside handlers: only workers load torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection, transaction
+from pgvector.django import CosineDistance
+
+from learn.lab.events import Emit
+from learn.models import Run, TextEmbedding, VocabWord
+from learn.playgrounds import VOCAB_SIZE
+from workers import modelcache
+
+Handler = Callable[[Run, Emit, str], dict[str, Any]]
+VOCAB_LOCK = 0x66700001  # pg advisory lock: one process embeds the vocabulary
+
+
+def stage(emit: Emit, lo: float, hi: float, label: str = "") -> Emit:
+    """An ``emit`` that maps a step's own 0-100 progress into [lo, hi] of the whole run."""
+
+    def scaled(kind: str, /, **data: Any) -> None:
+        if kind == "progress":
+            data["pct"] = round(lo + (hi - lo) * float(data.get("pct", 0)) / 100, 1)
+            if label:
+                data["message"] = f"{label}: {data.get('message', '')}".rstrip(": ")
+        emit(kind, **data)
+
+    return scaled
+
+
+def embed(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.embeddings import cosine_matrix, pca_2d
+
+    texts: list[str] = run.params["texts"]
+    emit("progress", pct=2, message="Loading all-MiniLM-L6-v2")
+    encoder = modelcache.encoder()
+    started = time.perf_counter()
+    vectors = encoder.encode(texts, emit=stage(emit, 5, 80, "Embedding"))
+    seconds = time.perf_counter() - started
+    emit("partial", message=f"Embedded {len(texts)} texts in {seconds:.2f} s on {device}")
+
+    TextEmbedding.objects.bulk_create(
+        TextEmbedding(run=run, position=i, text=text, embedding=vector)
+        for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+    )
+    emit("progress", pct=88, message="Stored in pgvector; projecting to 2-D")
+    projection = pca_2d(vectors)
+    return {
+        "model": "all-MiniLM-L6-v2",
+        "dim": int(vectors.shape[1]),
+        "texts": texts,
+        "points": projection.points.round(4).tolist(),
+        "explained": [round(float(e), 4) for e in projection.explained],
+        "similarity": cosine_matrix(vectors).round(3).tolist(),
+        "embed_seconds": round(seconds, 4),
+        "texts_per_second": round(len(texts) / seconds, 1) if seconds else None,
+    }
+
+
+def ensure_vocabulary(emit: Emit) -> None:
+    """Embed MiniLM's whole-word vocabulary into pgvector once (the first analogy run)."""
+    from learn.lab.models import wordpiece_words
+
+    if VocabWord.objects.count() >= VOCAB_SIZE:
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [VOCAB_LOCK])
+        if VocabWord.objects.count() >= VOCAB_SIZE:
+            return  # another worker built it while we waited
+        emit("log", message=f"First analogy run: embedding {VOCAB_SIZE:,} words into pgvector")
+        words = wordpiece_words(VOCAB_SIZE)
+        vectors = modelcache.encoder().encode(
+            words, batch_size=256, emit=stage(emit, 2, 85, "Embedding the vocabulary")
+        )
+        VocabWord.objects.all().delete()
+        VocabWord.objects.bulk_create(
+            (VocabWord(word=w, rank=i, embedding=v) for i, (w, v) in enumerate(zip(words, vectors, strict=True))),
+            batch_size=1000,
+        )
+
+
+def analogy(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    import numpy as np
+
+    from learn.lab.embeddings import analogy_vector, pca_2d
+
+    a, b, c, k = (run.params[key] for key in ("a", "b", "c", "k"))
+    emit("progress", pct=1, message="Checking the vocabulary")
+    ensure_vocabulary(emit)
+    emit("progress", pct=88, message=f"Searching for {a} − {b} + {c}")
+    given = {w.word: w.embedding for w in VocabWord.objects.filter(word__in=[a, b, c])}
+    target = analogy_vector(given[a], given[b], given[c])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = 100")  # room for the excluded input words
+        answers = list(
+            VocabWord.objects.exclude(word__in=[a, b, c])
+            .annotate(distance=CosineDistance("embedding", target))
+            .order_by("distance")[:k]
+        )
+    top = answers[0]
+    labels = [a, b, c, top.word, f"{a} − {b} + {c}"]
+    projection = pca_2d(np.stack([given[a], given[b], given[c], top.embedding, target]))
+    return {
+        "query": {"a": a, "b": b, "c": c},
+        "answers": [{"word": w.word, "score": round(1 - float(w.distance), 4)} for w in answers],
+        "plot": [
+            {"label": label, "x": round(float(x), 4), "y": round(float(y), 4)}
+            for label, (x, y) in zip(labels, projection.points, strict=True)
+        ],
+        "explained": [round(float(e), 4) for e in projection.explained],
+        "vocabulary": VOCAB_SIZE,
+    }
+
+
+def hash_vectors(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.hashing import compare_texts
+
+    p = run.params
+    emit("progress", pct=5, message="Hashing n-grams")
+    return compare_texts(
+        p["text_a"], p["text_b"], n=p["n"], m=p["m"], k=p["k"], num_perm=p["num_perm"], emit=emit
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "embed": embed,
+    "analogy": analogy,
+    "hash-vectors": hash_vectors,
+}
