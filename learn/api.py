@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from learn import services, streams
 from learn.models import Run
-from learn.queries import nearest_texts
 from learn.playgrounds import PLAYGROUNDS
+from learn.queries import nearest_texts
 
 router = Router()
 
@@ -123,7 +123,9 @@ def create_run(request: HttpRequest, slug: str):
     try:
         run = services.create_run(playground, params.model_dump())
     except services.QueueUnavailable:
-        return problem(503, "The job queue is not reachable right now; nothing was queued. Try again shortly.")
+        return problem(
+            503, "The job queue is not reachable right now; nothing was queued. Try again shortly."
+        )
     if is_htmx(request):
         return render(request, "learn/run_panel.html", {"run": run}, status=202)
     return 202, {
@@ -177,4 +179,3 @@ def run_neighbours(request: HttpRequest, run_id: uuid.UUID, position: int, k: in
     if found is None:
         return problem(404, f"This run has no text at position {position}.")
     return found
-

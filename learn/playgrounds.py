@@ -31,7 +31,9 @@ class PlaygroundParams(Schema):
         return {key: form.get(key) for key in form if key != "csrfmiddlewaretoken"}
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)]
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)
+]
 
 
 class EmbedParams(PlaygroundParams):
@@ -54,7 +56,9 @@ def vocabulary() -> frozenset[str]:
     return frozenset(wordpiece_words(VOCAB_SIZE))
 
 
-Word = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)]
+Word = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)
+]
 
 
 class AnalogyParams(PlaygroundParams):

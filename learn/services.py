@@ -103,11 +103,15 @@ def fail_lost_runs() -> int:
     for run in Run.objects.filter(status=Status.RUNNING).only("id", "playground", "started_at"):
         limit = PLAYGROUNDS[run.playground].time_limit if run.playground in PLAYGROUNDS else 600
         if run.started_at and now - run.started_at > timedelta(seconds=limit) + LOST_AFTER:
-            lost += fail_run(str(run.id), "The worker running this job stopped responding; run it again.")
+            lost += fail_run(
+                str(run.id), "The worker running this job stopped responding; run it again."
+            )
     return lost
 
 
 def fail_runs_of_dead_worker(worker: str) -> int:
     """At a worker's start, runs it had 'running' died with its previous process."""
     ids = Run.objects.filter(status=Status.RUNNING, worker=worker).values_list("id", flat=True)
-    return sum(fail_run(str(i), "The worker restarted while running this job; run it again.") for i in ids)
+    return sum(
+        fail_run(str(i), "The worker restarted while running this job; run it again.") for i in ids
+    )

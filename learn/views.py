@@ -39,7 +39,9 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
 
 def run_page(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     run = get_object_or_404(Run, pk=run_id)
-    return render(request, "learn/run.html", {"run": run, "playground": PLAYGROUNDS.get(run.playground)})
+    return render(
+        request, "learn/run.html", {"run": run, "playground": PLAYGROUNDS.get(run.playground)}
+    )
 
 
 def neighbours(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
@@ -52,7 +54,9 @@ def neighbours(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     if found is None:
         raise Http404("No text at that position")
     origin = run.embeddings.get(position=position)
-    return render(request, "playgrounds/embed.html#neighbours", {"origin": origin, "neighbours": found})
+    return render(
+        request, "playgrounds/embed.html#neighbours", {"origin": origin, "neighbours": found}
+    )
 
 
 async def render_html(event: Event) -> list[str]:
@@ -61,7 +65,11 @@ async def render_html(event: Event) -> list[str]:
         return [event.sse(render_to_string("learn/run_panel.html#progress", event.data))]
     if event.kind in {"log", "partial"}:
         message = event.data.get("message")
-        return [event.sse(render_to_string("learn/run_panel.html#log", {"message": message}))] if message else []
+        return (
+            [event.sse(render_to_string("learn/run_panel.html#log", {"message": message}))]
+            if message
+            else []
+        )
     if event.kind == "error":
         return [event.sse(render_to_string("learn/run_panel.html#error", event.data))]
     return []
@@ -77,7 +85,11 @@ async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
             playground = PLAYGROUNDS.get(current.playground)
             html = render_to_string(
                 "learn/run_panel.html#ended",
-                {"run": current, "result_template": playground and playground.result_template},
+                {
+                    "run": current,
+                    "result_template": playground and playground.result_template,
+                    "streamed": True,  # also update the status badge out of band
+                },
             )
             return [Event(event.id, "result", {}).sse(html), event.sse("")]
         return await render_html(event)

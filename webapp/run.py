@@ -64,7 +64,9 @@ def main() -> int:
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], env=env, check=True)
         procs.append(subprocess.Popen(worker_command(), env=env))
         procs.append(subprocess.Popen(web_command(host, port), env=env))
-        print(f"\n  Forward Pass is running at http://{host}:{port}  (Ctrl-C stops it)\n", flush=True)
+        print(
+            f"\n  Forward Pass is running at http://{host}:{port}  (Ctrl-C stops it)\n", flush=True
+        )
         while not stopping:
             if any(proc.poll() is not None for proc in procs):
                 print("A process exited; stopping the rest.", file=sys.stderr)

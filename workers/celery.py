@@ -3,11 +3,14 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("forwardpass")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
+# "gpu": jobs that use a model (GPU workers take them; CPU workers too when no GPU is up).
+app.conf.task_queues = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("gpu", "cpu")
+)
 app.conf.imports = ("workers.tasks",)

@@ -89,13 +89,15 @@ def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     )
 
 
-async def follow(run_id: object, after: int = 0, *, idle: float = 15.0) -> AsyncIterator[Event | None]:
+async def follow(
+    run_id: object, after: int = 0, *, idle: float = 15.0
+) -> AsyncIterator[Event | None]:
     """Yield the run's events after id ``after``, then new ones as they come, until ``done``.
 
     Yields ``None`` after ``idle`` seconds without an event, so callers can send a heartbeat
     (and check the run has not been abandoned).
     """
-    conn = aioredis.Redis.from_url(settings.REDIS_URL)
+    conn = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=idle + 10)
     last = f"{after}-1" if after else "0-0"
     try:
         while True:

@@ -82,7 +82,10 @@ def ensure_vocabulary(emit: Emit) -> None:
         )
         VocabWord.objects.all().delete()
         VocabWord.objects.bulk_create(
-            (VocabWord(word=w, rank=i, embedding=v) for i, (w, v) in enumerate(zip(words, vectors, strict=True))),
+            (
+                VocabWord(word=w, rank=i, embedding=v)
+                for i, (w, v) in enumerate(zip(words, vectors, strict=True))
+            ),
             batch_size=1000,
         )
 

@@ -57,7 +57,9 @@ def run_playground(self, run_id: str) -> None:
     except RunCancelled:
         log.info("run %s cancelled", run_id)
     except SoftTimeLimitExceeded:
-        services.fail_run(run_id, "The job took longer than this playground allows; try less input.")
+        services.fail_run(
+            run_id, "The job took longer than this playground allows; try less input."
+        )
     except PlaygroundError as exc:
         services.fail_run(run_id, str(exc))
     except Exception as exc:
@@ -81,3 +83,7 @@ def _share_cores(**_: Any) -> None:
 
     processes = int(os.environ.get("WORKER_CONCURRENCY", "2"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
+    if os.environ.get("FP_PRELOAD_MODELS", "1") == "1":
+        from workers import modelcache
+
+        modelcache.encoder()  # the first job should not wait for the model to load

@@ -103,10 +103,14 @@
     // Bars: exact Jaccard against each estimate.
     bars(canvas) {
       const r = dataFor(canvas);
+      const bars = [
+        ["exact", r.exact_jaccard], ["Bloom (counts)", r.bloom.estimate], ["Bloom (bits)", r.bloom.bit_jaccard],
+        ["MinHash (ours)", r.minhash.estimate], ["MinHash (datasketch)", r.datasketch.estimate],
+      ];
       new Chart(canvas, {
         type: "bar",
-        data: { labels: r.bars.map((b) => b.label),
-          datasets: [{ data: r.bars.map((b) => b.value), backgroundColor: r.bars.map((b, i) => (i ? "#748ffc" : "#2b8a3e")) }] },
+        data: { labels: bars.map((b) => b[0]),
+          datasets: [{ data: bars.map((b) => b[1]), backgroundColor: bars.map((_, i) => (i ? "#748ffc" : "#2b8a3e")) }] },
         options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
           scales: { y: { min: 0, max: 1, title: { display: true, text: "Jaccard similarity" } } } },
       });
@@ -115,7 +119,7 @@
     // Two Bloom filters as strips of bits (or of bit density when m is large).
     bits(canvas) {
       const r = dataFor(canvas);
-      const rows = [r.bits_a, r.bits_b];
+      const rows = [r.bits.a, r.bits.b];
       const width = canvas.clientWidth || 600, rowH = 28, ratio = window.devicePixelRatio || 1;
       canvas.width = width * ratio; canvas.height = (rowH * 2 + 8) * ratio;
       const ctx = canvas.getContext("2d");

@@ -1,0 +1,73 @@
+"""The two rules of the layout: the lab knows nothing of Django or Celery, and the web
+process never loads torch or transformers."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN_IN_LAB = ("django", "celery", "ninja", "kombu", "workers", "webapp", "learn.models")
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "learn" / "lab").rglob("*.py")), ids=lambda p: p.name
+)
+def test_lab_modules_import_neither_django_nor_celery(path: Path) -> None:
+    bad = {
+        name
+        for name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_LAB)
+        or (name.startswith("learn.") and not name.startswith("learn.lab"))
+    }
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+WEB_PROCESS = """
+import sys
+import django
+django.setup()
+from django.test import Client
+import webapp.asgi, webapp.urls, learn.admin
+client = Client(HTTP_HOST="127.0.0.1")
+for url in ["/", "/chapters/embeddings/", "/chapters/transformers/", "/api/playgrounds",
+            "/api/openapi.json", "/healthz"]:
+    assert client.get(url).status_code == 200, url
+response = client.post("/api/playgrounds/embed/runs", {"texts": ["one", "two"]},
+                       content_type="application/json")
+assert response.status_code == 202, response.content
+response = client.post("/api/playgrounds/analogy/runs", {"a": "king", "b": "man", "c": "woman"},
+                       content_type="application/json")
+assert response.status_code == 202, response.content
+heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)
+print("HEAVY:", ",".join(heavy))
+"""
+
+
+def test_the_web_process_never_imports_torch(services: dict[str, str]) -> None:
+    env = {**os.environ, **services}
+    done = subprocess.run(
+        [sys.executable, "-c", WEB_PROCESS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "HEAVY: \n" in done.stdout, done.stdout

@@ -1,0 +1,107 @@
+"""A learner in headless Chromium: open chapter 1, run the playgrounds, see the results
+arrive without a reload. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site: str) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.foreign_hosts = set()  # every request must stay on this site: no CDN
+
+    def check(request) -> None:
+        host = urlparse(request.url).hostname
+        if host not in {"127.0.0.1", "localhost", None}:
+            page.foreign_hosts.add(host)
+
+    page.on("request", check)
+    page.console_errors = []
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    yield page
+    context.close()
+
+
+def test_home_lists_six_chapters(page, site: str) -> None:
+    page.goto(site + "/")
+    assert page.locator(".chapter-card").count() == 6
+    assert page.get_by_text("No playgrounds yet").count() == 5
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    assert not page.foreign_hosts
+
+
+def test_embed_playground_streams_a_scatter_plot_and_neighbours(page, site: str) -> None:
+    page.goto(site + "/chapters/embeddings/")
+    page.evaluate("window.__marker = 'same page'")  # gone if the page reloads
+    playground = page.locator("#pg-embed")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".status.succeeded").wait_for(timeout=120_000)
+    scatter = playground.locator("canvas[data-chart=scatter]")
+    scatter.wait_for()
+    assert playground.locator("canvas[data-chart=heatmap]").count() == 1
+    assert "variance" in playground.locator("figcaption").first.inner_text()
+    assert page.evaluate("window.__marker") == "same page"
+
+    # click the first point: its neighbours come back from pgvector
+    point = page.evaluate(
+        """() => {
+          const canvas = document.querySelector('#pg-embed canvas[data-chart=scatter]');
+          const chart = Chart.getChart(canvas);
+          const p = chart.getDatasetMeta(0).data[0];
+          const box = chart.canvas.getBoundingClientRect();
+          return {x: box.left + p.x, y: box.top + p.y};
+        }"""
+    )
+    page.mouse.click(point["x"], point["y"])
+    neighbours = playground.locator(".neighbour-list li")
+    neighbours.first.wait_for(timeout=10_000)
+    assert "kitten" in neighbours.first.inner_text().lower()
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "embed-playground.png"))
+    assert not page.foreign_hosts and not page.console_errors
+
+
+def test_bad_input_shows_an_actionable_message(page, site: str) -> None:
+    page.goto(site + "/chapters/embeddings/")
+    playground = page.locator("#pg-analogy")
+    playground.locator("input[name=c]").fill("qwertyuiop")
+    playground.get_by_role("button", name="Run").click()
+    error = playground.locator(".form-error")
+    error.wait_for(timeout=10_000)
+    assert "qwertyuiop" in error.inner_text() and "vocabulary" in error.inner_text()
+
+
+def test_hash_vectors_playground_shows_the_estimates(page, site: str) -> None:
+    page.goto(site + "/chapters/embeddings/")
+    playground = page.locator("#pg-hash-vectors")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".status.succeeded").wait_for(timeout=60_000)
+    assert "exact" in playground.locator("table.numbers").inner_text()
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "hash-vectors-playground.png"))
+    assert not page.console_errors
