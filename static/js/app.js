@@ -22,11 +22,11 @@
     afterDatasetsDraw(chart) {
       const { ctx } = chart;
       ctx.save();
-      ctx.font = "12px system-ui, sans-serif";
+      ctx.font = "11px system-ui, sans-serif";
       ctx.fillStyle = css("--ink");
       chart.data.datasets.forEach((ds, i) => {
         if (!ds.labels) return;
-        chart.getDatasetMeta(i).data.forEach((pt, j) => ctx.fillText(short(ds.labels[j], 28), pt.x + 6, pt.y - 6));
+        chart.getDatasetMeta(i).data.forEach((pt, j) => ctx.fillText(ds.labels[j], pt.x + 6, pt.y - 6));
       });
       ctx.restore();
     },
@@ -37,14 +37,16 @@
     scatter(canvas) {
       const r = dataFor(canvas);
       const points = r.points.map(([x, y]) => ({ x, y }));
+      // Few points: their text beside them; many: their line number (the tooltip has the text).
+      const labels = r.texts.map((t, i) => (r.texts.length <= 12 ? short(t, 24) : String(i + 1)));
       new Chart(canvas, {
         type: "scatter",
-        data: { datasets: [{ data: points, labels: r.texts.length <= 40 ? r.texts : null,
+        data: { datasets: [{ data: points, labels: r.texts.length <= 60 ? labels : null,
           backgroundColor: css("--accent"), pointRadius: 5, pointHoverRadius: 8 }] },
         options: {
-          maintainAspectRatio: false, animation: false,
+          maintainAspectRatio: false, animation: false, layout: { padding: { right: 90 } },
           plugins: { legend: { display: false },
-            tooltip: { callbacks: { label: (c) => short(r.texts[c.dataIndex], 80) } } },
+            tooltip: { callbacks: { label: (c) => `${c.dataIndex + 1}. ${short(r.texts[c.dataIndex], 80)}` } } },
           scales: { x: { title: { display: true, text: `PC1 (${(100 * r.explained[0]).toFixed(1)}%)` } },
                     y: { title: { display: true, text: `PC2 (${(100 * r.explained[1]).toFixed(1)}%)` } } },
           onClick: (_event, elements) => {
@@ -59,9 +61,13 @@
     },
 
     // Cosine-similarity heatmap drawn straight onto the canvas (n ≤ 256 cells a side).
+    // Colours span the smallest similarity present to 1, so differences stay visible.
     heatmap(canvas) {
       const r = dataFor(canvas);
       const sim = r.similarity, n = sim.length;
+      const low = Math.min(...sim.map((row) => Math.min(...row)));
+      const legend = document.getElementById(canvas.dataset.legend);
+      if (legend) legend.textContent = `light = ${low.toFixed(2)}, dark = 1.00`;
       const size = canvas.clientWidth || 360;
       const ratio = window.devicePixelRatio || 1;
       canvas.width = size * ratio; canvas.height = size * ratio;
@@ -70,7 +76,7 @@
       const cell = size / n;
       for (let i = 0; i < n; i++) {
         for (let j = 0; j < n; j++) {
-          const s = Math.max(0, Math.min(1, (sim[i][j] + 1) / 2)); // cosine [-1, 1] → [0, 1]
+          const s = (sim[i][j] - low) / (1 - low || 1);
           ctx.fillStyle = `hsl(228, 70%, ${Math.round(97 - 65 * s)}%)`;
           ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
         }
