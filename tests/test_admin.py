@@ -4,6 +4,7 @@ shows workers, queues and failures."""
 from __future__ import annotations
 
 import pytest
+
 from tests.support import read_events
 
 
@@ -13,9 +14,9 @@ def staff_client(site: str, services):
     from django.test import Client
 
     user_model = get_user_model()
-    staff = user_model.objects.filter(username="operator").first() or user_model.objects.create_superuser(
-        "operator", "operator@example.com", "a-long-password"
-    )
+    staff = user_model.objects.filter(username="operator").first()
+    if staff is None:
+        staff = user_model.objects.create_superuser("operator", "op@example.com", "a-long-password")
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(staff)
     return client
