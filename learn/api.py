@@ -13,8 +13,8 @@ from ninja import Router, Schema
 from pydantic import ValidationError
 
 from learn import services, streams
-from learn.models import Run
-from learn.playgrounds import PLAYGROUNDS
+from learn.models import Run, TrainedTokenizer
+from learn.playgrounds import PLAYGROUNDS, FormProblem
 from learn.queries import nearest_texts
 
 router = Router()
@@ -103,6 +103,7 @@ def create_run(request: HttpRequest, slug: str):
     playground = PLAYGROUNDS.get(slug)
     if playground is None:
         return problem(404, f"No playground '{slug}'. GET /api/playgrounds lists them.")
+    payload: Any = None
     if request.content_type == "application/json":
         try:
             payload = json.loads(request.body or b"{}")
@@ -110,24 +111,29 @@ def create_run(request: HttpRequest, slug: str):
             return problem(400, f"The body is not valid JSON: {exc}")
         if not isinstance(payload, dict):
             return problem(400, "The body must be a JSON object of parameters.")
-    else:
-        payload = playground.params.from_form(request.POST)
     try:
+        if request.content_type != "application/json":
+            payload = playground.params.from_form(request.POST, request.FILES)
         params = playground.params.model_validate(payload)
+    except FormProblem as exc:
+        detail = [{"field": exc.field, "message": str(exc)}]
     except ValidationError as exc:
         detail = validation_problem(exc)
-        message = "; ".join(f"{d['field']}: {d['message']}" for d in detail)
+    else:
+        detail = []
+    if detail:
         if is_htmx(request):
             return render(request, "learn/form_error.html", {"detail": detail}, status=422)
-        return problem(422, message, detail)
+        return problem(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
     try:
-        run = services.create_run(playground, params.model_dump())
+        run = services.create_run(playground, params)
     except services.QueueUnavailable:
         return problem(
             503, "The job queue is not reachable right now; nothing was queued. Try again shortly."
         )
     if is_htmx(request):
-        return render(request, "learn/run_panel.html", {"run": run}, status=202)
+        context = {"run": run, "playground": playground}
+        return render(request, "learn/run_panel.html", context, status=202)
     return 202, {
         "id": run.id,
         "status": run.status,
@@ -179,3 +185,39 @@ def run_neighbours(request: HttpRequest, run_id: uuid.UUID, position: int, k: in
     if found is None:
         return problem(404, f"This run has no text at position {position}.")
     return found
+
+
+class TokenizerOut(Schema):
+    id: uuid.UUID
+    name: str
+    vocab_size: int
+    pretokenizer: str
+    special_tokens: list[str]
+    corpus_chars: int
+    created_at: datetime
+    run_id: uuid.UUID
+
+
+@router.get("/tokenizers", response=list[TokenizerOut], tags=["tokenizers"])
+def list_tokenizers(request: HttpRequest):
+    """BPE tokenizers trained in the bpe-train playground, newest first (at most 100)."""
+    return TrainedTokenizer.objects.all()[:100]
+
+
+@router.get(
+    "/tokenizers/{tokenizer_id}/tokenizer.json",
+    tags=["tokenizers"],
+    url_name="tokenizer_json",
+    summary="A trained tokenizer as a Hugging Face tokenizer.json",
+    description="Loads with `tokenizers.Tokenizer.from_file` and encodes to the same ids.",
+)
+def tokenizer_json(request: HttpRequest, tokenizer_id: uuid.UUID) -> HttpResponse:
+    from learn.lab.bpe import BPETokenizer
+
+    found = get_object_or_404(TrainedTokenizer, pk=tokenizer_id)
+    response = HttpResponse(
+        BPETokenizer.from_dict(found.data).to_hf_json(), content_type="application/json"
+    )
+    filename = "".join(c if c.isalnum() or c in "-_." else "-" for c in found.name) or "tokenizer"
+    response["Content-Disposition"] = f'attachment; filename="{filename}.tokenizer.json"'
+    return response

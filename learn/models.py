@@ -90,3 +90,31 @@ class VocabWord(models.Model):
 
     def __str__(self) -> str:
         return self.word
+
+
+class Corpus(models.Model):
+    """Text a learner pasted or uploaded to train a tokenizer on (kept off Run.params)."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="corpus")
+    text = models.TextField()
+    source = models.CharField(max_length=255, blank=True, help_text="file name, or 'pasted'")
+
+
+class TrainedTokenizer(models.Model):
+    """A byte-level BPE tokenizer trained in the BPE playground, reusable by the others."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=64)
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="tokenizer")
+    vocab_size = models.PositiveIntegerField()
+    pretokenizer = models.CharField(max_length=32)
+    special_tokens = models.JSONField(default=list)
+    data = models.JSONField(help_text="BPETokenizer.to_dict(): merges, vocab, config")
+    corpus_chars = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.vocab_size:,} tokens, {self.pretokenizer})"

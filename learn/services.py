@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from learn.models import Run
-from learn.playgrounds import PLAYGROUNDS, Playground
+from learn.playgrounds import PLAYGROUNDS, Playground, PlaygroundParams
 from workers import events
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,13 @@ class QueueUnavailable(Exception):
     """The broker refused the job; the run was not kept."""
 
 
-def create_run(playground: Playground, params: dict[str, Any]) -> Run:
+def create_run(playground: Playground, params: PlaygroundParams) -> Run:
     """Store a run and queue its job; if queueing fails, nothing is left behind."""
     from workers.tasks import run_playground
 
     with transaction.atomic():
-        run = Run.objects.create(playground=playground.slug, params=params)
+        run = Run.objects.create(playground=playground.slug, params=params.stored())
+        params.attach(run)
     try:
         run_playground.apply_async(
             args=[str(run.id)],
@@ -46,7 +47,13 @@ def create_run(playground: Playground, params: dict[str, Any]) -> Run:
 
 
 def rerun(run: Run) -> Run:
-    return create_run(PLAYGROUNDS[run.playground], run.params)
+    """The same playground with the same parameters (and the same corpus, if it had one)."""
+    playground = PLAYGROUNDS[run.playground]
+    params = dict(run.params)
+    if hasattr(run, "corpus"):
+        params["corpus"] = run.corpus.text
+        params.pop("corpus_chars", None)
+    return create_run(playground, playground.params.model_validate(params))
 
 
 def start_run(run_id: str, *, worker: str, device: str, versions: dict[str, str]) -> bool:

@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 
 from learn import services, streams
 from learn.chapters import CHAPTERS, get_chapter
-from learn.models import Run
+from learn.models import Run, TrainedTokenizer
 from learn.playgrounds import PLAYGROUNDS, for_chapter
 from learn.queries import nearest_texts
 from workers import events
@@ -30,11 +30,12 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
     if found is None:
         raise Http404("No such chapter")
     playgrounds = {pg.slug.replace("-", "_"): pg for pg in for_chapter(slug)}
-    return render(
-        request,
-        "learn/chapter.html",
-        {"chapter": found, "chapters": CHAPTERS, "playgrounds": playgrounds},
-    )
+    context = {"chapter": found, "chapters": CHAPTERS, "playgrounds": playgrounds}
+    if slug == "tokenization":  # the tokenize forms offer the tokenizers trained here
+        context["trained_tokenizers"] = TrainedTokenizer.objects.only(
+            "id", "name", "vocab_size", "pretokenizer"
+        )[:50]
+    return render(request, "learn/chapter.html", context)
 
 
 def run_page(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
@@ -59,30 +60,25 @@ def neighbours(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     )
 
 
-async def render_html(event: Event) -> list[str]:
-    """One stored event (but ``done``) as the HTML frame the run panel swaps in."""
-    if event.kind == "progress":
-        return [event.sse(render_to_string("learn/run_panel.html#progress", event.data))]
-    if event.kind in {"log", "partial"}:
-        message = event.data.get("message")
-        return (
-            [event.sse(render_to_string("learn/run_panel.html#log", {"message": message}))]
-            if message
-            else []
-        )
-    if event.kind == "error":
-        return [event.sse(render_to_string("learn/run_panel.html#error", event.data))]
-    return []
-
-
 async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """The run's events as HTML partials for htmx's SSE extension (see run_panel.html)."""
     run = await aget_object_or_404(Run, pk=run_id)
+    playground = PLAYGROUNDS.get(run.playground)
 
-    async def render_for_run(event: Event) -> list[str]:
-        # The run's end: its stored result rendered by the playground's template, then `done`.
+    async def render_event(event: Event) -> list[str]:
+        if event.kind == "progress":
+            return [event.sse(render_to_string("learn/run_panel.html#progress", event.data))]
+        if event.kind == "partial" and playground and playground.live:
+            return [event.sse(render_to_string(playground.partial_template, event.data))]
+        if event.kind in {"log", "partial"}:
+            message = event.data.get("message")
+            html = render_to_string("learn/run_panel.html#log", {"message": message})
+            return [event.sse(html)] if message else []
+        if event.kind == "error":
+            return [event.sse(render_to_string("learn/run_panel.html#error", event.data))]
         if event.kind == "done":
+            # The run's end: its stored result, rendered by the playground's template.
             current = await Run.objects.aget(pk=run.pk)
-            playground = PLAYGROUNDS.get(current.playground)
             html = render_to_string(
                 "learn/run_panel.html#ended",
                 {
@@ -92,9 +88,9 @@ async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
                 },
             )
             return [Event(event.id, "result", {}).sse(html), event.sse("")]
-        return await render_html(event)
+        return []
 
-    return streams.sse_response(run, request, render_for_run)
+    return streams.sse_response(run, request, render_event)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -49,7 +49,7 @@ def page(browser, site: str) -> Iterator[object]:
 def test_home_lists_six_chapters(page, site: str) -> None:
     page.goto(site + "/")
     assert page.locator(".chapter-card").count() == 6
-    assert page.get_by_text("No playgrounds yet").count() == 5
+    assert page.get_by_text("No playgrounds yet").count() == 4
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     assert not page.foreign_hosts

@@ -7,5 +7,6 @@ api = NinjaAPI(
     version="1",
     description="Run the playgrounds from scripts: the same jobs as the forms on the lesson pages.",
     docs_url="/docs",
+    urls_namespace="api",
 )
 api.add_router("", learn_router)

@@ -132,3 +132,10 @@ LOGGING = {
 }
 # Pool processes load their models at start (workers/tasks.py); give them time to.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = 120
+
+# Converted model files (e.g. SmolLM2's tokenizer from its GGUF) are cached here.
+os.environ.setdefault("FP_MODEL_CACHE", str(VAR_DIR / "models"))
+
+# A BPE corpus may be up to 20 MB of text, posted as JSON or uploaded.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 22 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 22 * 1024 * 1024

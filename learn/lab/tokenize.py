@@ -1,0 +1,115 @@
+"""Tokenizers side by side: the same text through several tokenizers, token by token.
+
+Every tokenizer is wrapped to give :class:`Piece` lists with character offsets into the
+input, so a page can colour the text and count what each tokenizer spends on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from learn.lab.events import Emit, no_emit
+
+SHOWN_TOKENS = 3_000  # tokens per tokenizer sent back for display; counts cover all
+_WORD = re.compile(r"\w+")
+
+
+class Piece(NamedTuple):
+    """One token: its id, the vocabulary entry, and the characters [start, end) it covers."""
+
+    id: int
+    token: str
+    start: int
+    end: int
+
+
+@dataclass
+class NamedTokenizer:
+    """Any tokenizer, as a name, a family and a function text → pieces."""
+
+    name: str
+    family: str
+    pieces: Callable[[str], list[Piece]]
+
+
+def hf_tokenizer(path_or_json: Path | str, name: str, family: str) -> NamedTokenizer:
+    """A Hugging Face ``tokenizers`` tokenizer from a tokenizer.json path or its JSON text."""
+    from tokenizers import Tokenizer
+
+    if isinstance(path_or_json, Path):
+        tokenizer = Tokenizer.from_file(str(path_or_json))
+    else:
+        tokenizer = Tokenizer.from_str(path_or_json)
+
+    def pieces(text: str) -> list[Piece]:
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        return [
+            Piece(i, token, start, end)
+            for i, token, (start, end) in zip(
+                encoding.ids, encoding.tokens, encoding.offsets, strict=True
+            )
+        ]
+
+    return NamedTokenizer(name, family, pieces)
+
+
+def text_stats(text: str, pieces: Sequence[Piece]) -> dict[str, Any]:
+    """Counts a learner compares across tokenizers (per-word and per-character rates)."""
+    words = len(_WORD.findall(text))
+    count = len(pieces)
+    return {
+        "tokens": count,
+        "chars": len(text),
+        "bytes": len(text.encode("utf-8")),
+        "words": words,
+        "tokens_per_word": round(count / words, 3) if words else None,
+        "chars_per_token": round(len(text) / count, 3) if count else None,
+    }
+
+
+def compare(
+    text: str, tokenizers: Sequence[NamedTokenizer], *, emit: Emit = no_emit
+) -> list[dict[str, Any]]:
+    """Tokenize ``text`` with each tokenizer: stats plus the first SHOWN_TOKENS pieces.
+
+    Each piece is ``[id, token, start, end, shown]`` with character offsets into ``text``;
+    ``shown`` is the text the token covers, or "" when it continues a character that a
+    byte-level tokenizer split over several tokens (they share the same offsets).
+    """
+    rows = []
+    for i, tokenizer in enumerate(tokenizers):
+        emit("progress", pct=100 * i / len(tokenizers), message=f"Tokenizing with {tokenizer.name}")
+        pieces = tokenizer.pieces(text)
+        rows.append(
+            {
+                "name": tokenizer.name,
+                "family": tokenizer.family,
+                "stats": text_stats(text, pieces),
+                "pieces": _shown(text, pieces[:SHOWN_TOKENS]),
+                "truncated": len(pieces) > SHOWN_TOKENS,
+            }
+        )
+    return rows
+
+
+def _shown(text: str, pieces: Sequence[Piece]) -> list[list[Any]]:
+    rows, previous = [], None
+    for piece in pieces:
+        span = (piece.start, piece.end)
+        rows.append([*piece, text[piece.start : piece.end] if span != previous else ""])
+        previous = span
+    return rows
+
+
+def cost(tokens: int, *, context_window: int, price_per_million: float) -> dict[str, float]:
+    """What ``tokens`` mean for a context window (share used) and a price per million tokens."""
+    return {
+        "window_share": tokens / context_window,
+        "fits": tokens <= context_window,
+        "copies_per_window": context_window / tokens if tokens else 0.0,
+        "price": tokens * price_per_million / 1_000_000,
+    }
