@@ -27,7 +27,7 @@ def run_count(services) -> int:
 
 def test_it_lists_every_playground_with_its_schema(api: httpx.Client) -> None:
     listed = {pg["slug"]: pg for pg in api.get("/api/playgrounds").json()}
-    assert {"embed", "analogy", "hash-vectors", "bpe-train", "bpe-step", "tokenize"} <= set(listed)
+    assert {"embed", "analogy", "hash-vectors", "tokenize", "token-cost"} <= set(listed)
     assert listed["embed"]["chapter"] == "embeddings"
     assert listed["embed"]["params_schema"]["properties"]["texts"]["maxItems"] == 256
 
