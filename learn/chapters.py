@@ -70,9 +70,11 @@ CHAPTERS: tuple[Chapter, ...] = (
         topics=(
             "characters, words and sub-words",
             "byte-pair encoding (BPE)",
-            "vocabulary size trade-offs",
+            "pre-tokenization and special tokens",
+            "WordPiece",
+            "token counts, context windows and cost",
         ),
-        lesson_template=None,
+        lesson_template="lessons/tokenization.html",
     ),
     Chapter(
         number=4,

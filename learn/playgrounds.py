@@ -252,6 +252,7 @@ class Playground:
     queue: str = "cpu"  # "gpu" when it uses a model: GPU workers take it first
     time_limit: int = 120  # seconds; the worker stops it after this
     live: bool = False  # its template has `live` (shown while running) and `partial` parts
+    uploads: bool = False  # its form sends a file (multipart)
 
     @property
     def template(self) -> str:
@@ -295,6 +296,28 @@ PLAYGROUNDS: dict[str, Playground] = {
             params=AnalogyParams,
             queue="gpu",
             time_limit=300,
+        ),
+        Playground(
+            slug="bpe-train",
+            title="Train BPE",
+            chapter="tokenization",
+            summary="Train a byte-level BPE tokenizer on your text; watch the merges arrive; "
+            "download it as a Hugging Face tokenizer.json.",
+            params=BpeTrainParams,
+            queue="cpu",
+            time_limit=900,
+            live=True,
+            uploads=True,
+        ),
+        Playground(
+            slug="bpe-step",
+            title="Step through BPE",
+            chapter="tokenization",
+            summary="Merge by merge on a small corpus: the pair counts, the chosen pair, "
+            "the words after it.",
+            params=BpeStepParams,
+            queue="cpu",
+            time_limit=60,
         ),
         Playground(
             slug="tokenize",

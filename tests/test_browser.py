@@ -105,3 +105,54 @@ def test_hash_vectors_playground_shows_the_estimates(page, site: str) -> None:
     playground.scroll_into_view_if_needed()
     playground.screenshot(path=str(ARTIFACTS / "hash-vectors-playground.png"))
     assert not page.console_errors
+
+
+def test_bpe_training_streams_merges_then_tokenizes_with_the_result(page, site: str) -> None:
+    page.goto(site + "/chapters/tokenization/")
+    page.evaluate("window.__marker = 'same page'")
+    playground = page.locator("#pg-bpe-train")
+    playground.locator("input[name=vocab_size]").fill("1500")
+    playground.locator("input[name=name]").fill("browser-docs")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".merges-live li").first.wait_for(timeout=60_000)  # live, mid-run
+    playground.locator(".status.succeeded").wait_for(timeout=180_000)
+    assert playground.locator("canvas[data-chart=merge-counts]").count() == 1
+    assert "browser-docs" in playground.locator(".bpe-result").inner_text()
+    plotted = page.evaluate(
+        """() => {
+          const canvas = document.querySelector('#pg-bpe-train canvas[data-chart=live-merges]');
+          return Chart.getChart(canvas).data.datasets[0].data.map((p) => p.x);
+        }"""
+    )
+    merges = int(playground.locator(".bpe-result").inner_text().split("(")[1].split()[0])
+    assert plotted == list(range(1, merges + 1))  # every streamed merge, in order
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "bpe-train-playground.png"))
+
+    # the tokenizer it made is offered by the tokenize playground, through its share link
+    playground.get_by_role("link", name="Try it in the tokenize playground").click()
+    page.wait_for_load_state()
+    tokenize = page.locator("#pg-tokenize")
+    assert "browser-docs" in tokenize.locator("select[name=trained] option:checked").inner_text()
+    tokenize.get_by_role("button", name="Run").click()
+    tokenize.locator(".status.succeeded").wait_for(timeout=60_000)
+    assert tokenize.locator(".token-view").count() == 2
+    assert "browser-docs" in tokenize.locator(".token-view").last.inner_text()
+    tokenize.scroll_into_view_if_needed()
+    tokenize.screenshot(path=str(ARTIFACTS / "tokenize-playground.png"))
+    assert not page.foreign_hosts and not page.console_errors
+
+
+def test_bpe_step_through_moves_merge_by_merge(page, site: str) -> None:
+    page.goto(site + "/chapters/tokenization/")
+    playground = page.locator("#pg-bpe-step")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".status.succeeded").wait_for(timeout=60_000)
+    visible = playground.locator("section.step:visible h4")
+    assert "Merge 1" in visible.inner_text() and "(9 times)" in visible.inner_text()
+    playground.get_by_role("button", name="next →").click()
+    assert "Merge 2" in playground.locator("section.step:visible h4").inner_text()
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "bpe-step-playground.png"))
+    page.screenshot(path=str(ARTIFACTS / "tokenization-chapter.png"), full_page=True)
+    assert not page.console_errors

@@ -178,7 +178,58 @@ def token_cost(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     return {"tokenizers": rows}
 
 
+def _corpus(run: Run) -> str:
+    if run.params.get("builtin") == "python-docs":
+        import pydoc_data.topics
+
+        return "\n\n".join(pydoc_data.topics.topics.values())
+    return run.corpus.text
+
+
+def bpe_train(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.bpe import BPEConfig, summary, train_bpe
+
+    p = run.params
+    text = _corpus(run)
+    config = BPEConfig(p["vocab_size"], p["pretokenizer"], tuple(p["special_tokens"]))
+    started = time.perf_counter()
+    tokenizer = train_bpe(text, config, emit=stage(emit, 0, 95))
+    seconds = time.perf_counter() - started
+    emit("progress", pct=97, message="Saving the tokenizer")
+    name = p["name"].strip() or f"bpe-{len(tokenizer)}-{p['pretokenizer']}-{str(run.id)[:8]}"
+    saved = TrainedTokenizer.objects.create(
+        name=name,
+        run=run,
+        vocab_size=len(tokenizer),
+        pretokenizer=p["pretokenizer"],
+        special_tokens=p["special_tokens"],
+        data=tokenizer.to_dict(),
+        corpus_chars=len(text),
+    )
+    return {
+        "name": name,
+        "tokenizer_id": str(saved.id),
+        "vocab_size": len(tokenizer),
+        "special_tokens": p["special_tokens"],
+        "pretokenizer": p["pretokenizer"],
+        "corpus_chars": len(text),
+        "train_seconds": round(seconds, 3),
+        "device": "cpu",  # BPE training is integer bookkeeping: it never uses the GPU
+        **summary(tokenizer),
+    }
+
+
+def bpe_step(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.bpe import step_through
+
+    p = run.params
+    emit("progress", pct=10, message="Counting pairs")
+    return {"steps": step_through(p["corpus"], p["steps"], p["pretokenizer"]), "device": "cpu"}
+
+
 HANDLERS: dict[str, Handler] = {
+    "bpe-train": bpe_train,
+    "bpe-step": bpe_step,
     "embed": embed,
     "analogy": analogy,
     "hash-vectors": hash_vectors,

@@ -44,6 +44,8 @@ def hf_tokenizer(path_or_json: Path | str, name: str, family: str) -> NamedToken
         tokenizer = Tokenizer.from_file(str(path_or_json))
     else:
         tokenizer = Tokenizer.from_str(path_or_json)
+    tokenizer.no_padding()  # some ship with padding/truncation for batching (MiniLM: 128)
+    tokenizer.no_truncation()
 
     def pieces(text: str) -> list[Piece]:
         encoding = tokenizer.encode(text, add_special_tokens=False)

@@ -179,17 +179,28 @@
     },
   });
 
-  // Streamed merges: each batch adds its points to the live chart of its run.
+  // `root` itself and everything inside it that matches (htmx loads swapped nodes one by one)
+  const within = (root, selector) =>
+    root.matches?.(selector) ? [root] : [...(root.querySelectorAll?.(selector) ?? [])];
+
+  // Streamed merges: each batch adds its points to the live chart of its run. htmx loads the
+  // batch's <li> one by one; the first one plots the whole batch, later ones find it done.
   function addLiveMerges(root) {
-    const items = root.matches?.("li[data-rank]") ? [root] : [...root.querySelectorAll?.("li[data-rank]") ?? []];
-    if (!items.length) return;
-    const canvas = items[0].closest(".run")?.querySelector("canvas[data-chart=live-merges]");
+    const first = within(root, "li[data-rank]")[0];
+    const list = first?.parentElement;
+    const canvas = list?.closest(".run")?.querySelector("canvas[data-chart=live-merges]");
     const chart = canvas && Chart.getChart(canvas);
     if (!chart) return;
-    items.forEach((li) => chart.data.datasets[0].data.push({ x: +li.dataset.rank, y: +li.dataset.count }));
+    const fresh = [...list.querySelectorAll("li[data-rank]:not([data-plotted])")];
+    fresh.forEach((li) => {
+      li.dataset.plotted = "1";
+      chart.data.datasets[0].data.push({ x: +li.dataset.rank, y: +li.dataset.count });
+    });
+    if (!fresh.length) return;
     chart.update("none");
-    const list = items[0].parentElement;
-    while (list.children.length > 40) list.firstElementChild.remove(); // keep the newest
+    setTimeout(() => { // after htmx has loaded the batch: keep the newest 40 in the list
+      while (list.children.length > 40) list.firstElementChild.remove();
+    });
   }
 
   // The BPE walk-through: show one step at a time.
@@ -208,10 +219,10 @@
 
   htmx.onLoad((root) => {
     addLiveMerges(root);
-    root.querySelectorAll?.("[data-stepper]").forEach((el) => {
+    within(root, "[data-stepper]").forEach((el) => {
       if (!el.dataset.ready) { el.dataset.ready = "1"; setUpStepper(el); }
     });
-    root.querySelectorAll?.("canvas[data-chart]").forEach((canvas) => {
+    within(root, "canvas[data-chart]").forEach((canvas) => {
       if (canvas.dataset.drawn) return;
       canvas.dataset.drawn = "1";
       draw[canvas.dataset.chart]?.(canvas);
