@@ -161,8 +161,11 @@ def test_tokenize_gives_the_ids_of_the_reference_tokenizers(
     ours = by_family["our BPE, 700 tokens"]
     assert ours["name"] == "docs-700"
     assert [p[0] for p in ours["pieces"]].count(0) == 1  # <|endoftext|>: special, id 0
-    for row in rows:  # every piece's offsets point into the text
+    raw = HELD_OUT.encode()
+    for row in rows:  # every piece's offsets point into the text, in characters and bytes
         assert all(0 <= p[2] <= p[3] <= len(HELD_OUT) for p in row["pieces"])
+        for piece in row["pieces"]:
+            assert raw[piece[5] : piece[6]].decode() == HELD_OUT[piece[2] : piece[3]]
         assert row["stats"]["tokens"] == len(row["pieces"])
 
 

@@ -78,9 +78,10 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Tokenize ``text`` with each tokenizer: stats plus the first SHOWN_TOKENS pieces.
 
-    Each piece is ``[id, token, start, end, shown]`` with character offsets into ``text``;
-    ``shown`` is the text the token covers, or "" when it continues a character that a
-    byte-level tokenizer split over several tokens (they share the same offsets).
+    Each piece is ``[id, token, start, end, shown, byte_start, byte_end]``: character
+    offsets into ``text``, the text the token covers ("" when it continues a character
+    that a byte-level tokenizer split over several tokens: they share the same offsets),
+    and the same span in UTF-8 bytes.
     """
     rows = []
     for i, tokenizer in enumerate(tokenizers):
@@ -99,10 +100,14 @@ def compare(
 
 
 def _shown(text: str, pieces: Sequence[Piece]) -> list[list[Any]]:
+    byte_at = [0]  # byte_at[i]: UTF-8 byte offset of character i
+    for char in text:
+        byte_at.append(byte_at[-1] + len(char.encode("utf-8")))
     rows, previous = [], None
     for piece in pieces:
         span = (piece.start, piece.end)
-        rows.append([*piece, text[piece.start : piece.end] if span != previous else ""])
+        shown = text[piece.start : piece.end] if span != previous else ""
+        rows.append([*piece, shown, byte_at[piece.start], byte_at[piece.end]])
         previous = span
     return rows
 
