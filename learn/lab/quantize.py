@@ -96,8 +96,17 @@ def dequantize_int4(weights: Int4Weights) -> Tensor:
 # ---------------------------------------------------------------------- runtime modules
 
 
+# PyTorch's packed-weight CPU kernels are built for decoding (a handful of rows at a
+# time); on large batches de-quantizing once and calling the float matmul is faster.
+FUSED_MAX_ROWS = 16
+
+
 def _has_op(name: str) -> bool:
     return hasattr(torch.ops.aten, name)
+
+
+def _rows(x: Tensor) -> int:
+    return x.numel() // x.shape[-1]
 
 
 class Int8Linear(nn.Module):
@@ -113,7 +122,7 @@ class Int8Linear(nn.Module):
         self.fused = fused and _has_op("_weight_int8pack_mm")
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused and x.device.type == "cpu":
+        if self.fused and x.device.type == "cpu" and _rows(x) <= FUSED_MAX_ROWS:
             flat = x.reshape(-1, self.in_features)
             y = torch.ops.aten._weight_int8pack_mm(flat, self.q, self.scale.to(x.dtype))
             y = y.reshape(*x.shape[:-1], self.out_features)
@@ -160,17 +169,29 @@ class Int4Linear(nn.Module):
                 flat, self.packed, self.group_size, self.scale_zero
             )
             return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        weights = Int4Weights(self.packed, self.scale, self.minimum, self.group_size)
-        return F.linear(x, dequantize_int4(weights).to(x.dtype))
+        return F.linear(x, self._dequantize().to(x.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         y = self._matmul(x)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
-    def dequantized(self) -> Tensor:
-        """The (out, in) weight this layer multiplies by (read back through the kernel)."""
+    def _dequantize(self) -> Tensor:
+        if not self.fused:
+            weights = Int4Weights(self.packed, self.scale, self.minimum, self.group_size)
+            return dequantize_int4(weights)
+        # read the weight back through the kernel, a block of unit rows at a time
         eye = torch.eye(self.in_features, device=self.packed.device)
-        return self._matmul(eye).T
+        blocks = [
+            torch.ops.aten._weight_int4pack_mm_for_cpu(
+                eye[i : i + FUSED_MAX_ROWS], self.packed, self.group_size, self.scale_zero
+            )
+            for i in range(0, self.in_features, FUSED_MAX_ROWS)
+        ]
+        return torch.cat(blocks).T
+
+    def dequantized(self) -> Tensor:
+        """The (out, in) weight this layer multiplies by."""
+        return self._dequantize()
 
 
 # ------------------------------------------------------------------------ whole models
@@ -213,9 +234,19 @@ def replace_linears(
 
 
 def quantized_copy(
-    model: nn.Module, variant: str, *, group_size: int = 64, skip: tuple[str, ...] = ()
+    model: nn.Module,
+    variant: str,
+    *,
+    group_size: int = 64,
+    skip: tuple[str, ...] = (),
+    fused: bool = True,
 ) -> nn.Module:
-    """A copy of ``model`` (on the CPU or its device) at ``variant`` precision."""
+    """A copy of ``model`` (on the CPU or its device) at ``variant`` precision.
+
+    ``fused`` lets the int4 layers use PyTorch's packed CPU kernel: right for decoding a
+    few tokens at a time; for big batches (embedding many texts) de-quantizing per call
+    and using the float matmul is faster, so pass ``fused=False`` there.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: one of {[*VARIANTS]}")
     copied = copy.deepcopy(model).eval()
@@ -226,15 +257,16 @@ def quantized_copy(
     if variant == "fp16":
         return copied.to(torch.float16)
     if variant == "int8-dynamic":
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         with warnings.catch_warnings():  # deprecated in favour of torchao; still the CPU path
-            warnings.simplefilter("ignore")
-            return quantize_dynamic(copied.float().cpu(), {nn.Linear}, dtype=torch.qint8)
+            warnings.simplefilter("ignore")  # per-channel scales: one outlier row spoils less
+            spec = {nn.Linear: per_channel_dynamic_qconfig}
+            return quantize_dynamic(copied.float().cpu(), spec, dtype=torch.qint8)
     if variant == "int8-weight":
-        replace_linears(copied, Int8Linear, skip=skip)
+        replace_linears(copied, lambda lin: Int8Linear(lin, fused=fused), skip=skip)
         return copied
-    replace_linears(copied, lambda lin: Int4Linear(lin, group_size), skip=skip)
+    replace_linears(copied, lambda lin: Int4Linear(lin, group_size, fused=fused), skip=skip)
     return copied
 
 
@@ -252,7 +284,12 @@ def weight_bytes(model: nn.Module) -> int:
         packed = getattr(module, "_packed_params", None)
         if packed is not None and hasattr(packed, "_weight_bias"):
             weight, bias = packed._weight_bias()
-            total += weight.numel() + 8  # int8 codes, one float scale + zero point
+            total += weight.numel()  # int8 codes
+            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                scales, zeros = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+                total += scales.numel() * scales.element_size() + zeros.numel() * 8
+            else:
+                total += 16  # one scale and one zero point
             total += 0 if bias is None else bias.numel() * bias.element_size()
     return total
 

@@ -57,25 +57,27 @@ def test_int4_needs_whole_groups():
         quantize_int4(torch.randn(4, 100), 64)
 
 
+@pytest.mark.parametrize("rows", [2, 40])  # the fused kernel decodes; big batches de-quantize
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_int8_linear_equals_dequantize_then_matmul(fused: bool, bias: bool):
+def test_int8_linear_equals_dequantize_then_matmul(fused: bool, bias: bool, rows: int):
     linear = nn.Linear(256, 96, bias=bias)
     linear.weight.data = weight()
     layer = Int8Linear(linear, fused=fused)
-    x = torch.randn(2, 5, 256)
+    x = torch.randn(rows, 5, 256)
     expected = nn.functional.linear(x, dequantize_int8(quantize_int8(linear.weight)), linear.bias)
     torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [3, 40])
 @pytest.mark.parametrize("fused", [True, False])
-def test_int4_linear_equals_dequantize_then_matmul(fused: bool):
+def test_int4_linear_equals_dequantize_then_matmul(fused: bool, rows: int):
     linear = nn.Linear(256, 96)
     linear.weight.data = weight()
     layer = Int4Linear(linear, 64, fused=fused)
     reference = dequantize_int4(quantize_int4(linear.weight, 64))
     torch.testing.assert_close(layer.dequantized(), reference, atol=1e-5, rtol=1e-5)
-    x = torch.randn(3, 256)
+    x = torch.randn(rows, 256)
     expected = nn.functional.linear(x, reference, linear.bias)
     torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=1e-4)
 

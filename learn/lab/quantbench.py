@@ -1,0 +1,156 @@
+"""Quantized-model benchmarks: each precision's size, speed and quality against fp32.
+
+One function per model. Each runs the chosen variants in turn on one device and emits a
+``partial`` event with the row as soon as that variant is measured, so a table and a chart
+can fill in while the rest run. Rows are plain dicts (JSON-able)::
+
+    {variant, label, weight_bytes, size_ratio, convert_s, speed, speed_unit, speedup,
+     quality: {...}, device, skipped}
+
+``skipped`` holds a reason when a variant cannot run on this device (fp16 on a CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from learn.lab.events import Emit, no_emit
+from learn.lab.quantize import VARIANTS, quantized_copy, weight_bytes
+
+
+@cache
+def paragraphs(limit: int = 600) -> tuple[str, ...]:
+    """Paragraphs of Python's documentation topics (ships with Python), 80-1,000 chars."""
+    import pydoc_data.topics
+
+    found = []
+    for topic in sorted(pydoc_data.topics.topics):
+        for block in pydoc_data.topics.topics[topic].split("\n\n"):
+            text = " ".join(block.split())
+            if 80 <= len(text) <= 1_000:
+                found.append(text)
+    return tuple(found[:limit])
+
+
+def _skip_reason(variant: str, device: str) -> str | None:
+    if VARIANTS[variant].needs_cuda and device != "cuda":
+        return "fp16 matmuls need a CUDA device; this worker has none"
+    if variant == "int8-dynamic" and device != "cpu":
+        return "PyTorch's dynamic int8 layers run on the CPU only"
+    return None
+
+
+def _timed(fn: Callable[[], Any], repeats: int = 2) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def _recall_at(reference: np.ndarray, other: np.ndarray, queries: int, k: int = 10) -> float:
+    """Share of fp32's top-k neighbours the variant's embeddings find, over ``queries``."""
+    ref_top = np.argsort(-(reference[:queries] @ reference.T), axis=1)[:, 1 : k + 1]
+    other_top = np.argsort(-(other[:queries] @ other.T), axis=1)[:, 1 : k + 1]
+    hits = sum(len(set(a) & set(b)) for a, b in zip(ref_top, other_top, strict=True))
+    return hits / (queries * k)
+
+
+def bench_minilm(
+    variants: list[str],
+    *,
+    device: str = "cpu",
+    sentences: int = 256,
+    queries: int = 50,
+    emit: Emit = no_emit,
+) -> list[dict[str, Any]]:
+    """all-MiniLM-L6-v2 at each precision: sentences/s, cosine to fp32, recall@10.
+
+    Quality is measured on ``sentences`` paragraphs of Python's docs: mean and minimum
+    cosine between each paragraph's fp32 and quantized embedding, and recall@10 of the
+    fp32 neighbours for the first ``queries`` paragraphs.
+    """
+    from learn.lab.embeddings import Encoder
+
+    texts = list(paragraphs())[:sentences]
+    encoder = Encoder(device=device)
+    base_model = encoder.model
+    rows: list[dict[str, Any]] = []
+    reference: np.ndarray | None = None
+    order = ["fp32", *[v for v in variants if v != "fp32"]]
+    for i, variant in enumerate(order):
+        emit("progress", pct=100 * i / len(order), message=f"MiniLM {variant}")
+        reason = _skip_reason(variant, device)
+        if reason:
+            rows.append(_row(variant, device, skipped=reason))
+            emit("partial", row=rows[-1])
+            continue
+        start = time.perf_counter()
+        target = "cpu" if variant == "int8-dynamic" else device
+        model = quantized_copy(base_model.cpu(), variant, skip=("pooler",), fused=False)
+        model = model.to(target)
+        convert_s = time.perf_counter() - start
+        encoder.model, encoder.device = model, target
+        seconds, vectors = _timed(lambda: encoder.encode(texts, batch_size=32))
+        if reference is None:
+            reference = vectors
+        cos = np.sum(reference * vectors, axis=1)
+        rows.append(
+            _row(
+                variant,
+                target,
+                weight_bytes=weight_bytes(model),
+                convert_s=convert_s,
+                speed=len(texts) / seconds,
+                speed_unit="sentences/s",
+                quality={
+                    "cosine_mean": round(float(cos.mean()), 5),
+                    "cosine_min": round(float(cos.min()), 5),
+                    "recall_at_10": round(_recall_at(reference, vectors, queries), 4),
+                },
+            )
+        )
+        _relative(rows)
+        emit("partial", row=rows[-1])
+    encoder.model = base_model
+    return rows
+
+
+def _row(variant: str, device: str, *, skipped: str | None = None, **measured: Any) -> dict:
+    row = {
+        "variant": variant,
+        "label": VARIANTS[variant].label,
+        "device": device,
+        "skipped": skipped,
+        "weight_bytes": None,
+        "convert_s": None,
+        "speed": None,
+        "speed_unit": None,
+        "quality": {},
+    }
+    row.update(measured)
+    for key in ("convert_s", "speed"):
+        if row[key] is not None:
+            row[key] = round(float(row[key]), 4)
+    return row
+
+
+def _relative(rows: list[dict[str, Any]]) -> None:
+    """Fill size_ratio (fp32 bytes / these bytes) and speedup (this speed / fp32's)."""
+    base = rows[0]
+    for row in rows:
+        if row["skipped"]:
+            continue
+        row["size_ratio"] = round(base["weight_bytes"] / row["weight_bytes"], 3)
+        row["speedup"] = round(row["speed"] / base["speed"], 3)
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
