@@ -57,7 +57,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "product and scalar quantization",
             "pgvector",
         ),
-        lesson_template=None,
+        lesson_template="lessons/vector-search.html",
     ),
     Chapter(
         number=3,

@@ -275,6 +275,8 @@ class Playground:
         return f"{self.template}#partial"
 
 
+from learn import vsearch  # noqa: E402  (its schemas build on PlaygroundParams above)
+
 PLAYGROUNDS: dict[str, Playground] = {
     pg.slug: pg
     for pg in (
@@ -296,6 +298,48 @@ PLAYGROUNDS: dict[str, Playground] = {
             params=AnalogyParams,
             queue="gpu",
             time_limit=300,
+        ),
+        Playground(
+            slug="index-lab",
+            title="Index lab",
+            chapter="vector-search",
+            summary="Build exact, K-D tree, HNSW, IVF, PQ and SQ indexes (ours and FAISS/hnswlib) "
+            "on the same vectors: build time, bytes per vector, recall@k and queries/s, drawn "
+            "as each point is measured.",
+            params=vsearch.IndexLabParams,
+            queue="gpu",
+            time_limit=900,
+            live=True,
+        ),
+        Playground(
+            slug="query-trace",
+            title="Trace a query",
+            chapter="vector-search",
+            summary="One query through our HNSW (hops per layer) or IVF (cells probed), drawn "
+            "on a 2-D projection with its true neighbours.",
+            params=vsearch.QueryTraceParams,
+            queue="cpu",
+            time_limit=300,
+        ),
+        Playground(
+            slug="compression",
+            title="Compress the vectors",
+            chapter="vector-search",
+            summary="PCA, product and scalar quantization on the same vectors: bytes per "
+            "vector against recall@k, beside a plain cosine-threshold search.",
+            params=vsearch.CompressionParams,
+            queue="gpu",
+            time_limit=600,
+        ),
+        Playground(
+            slug="pgvector",
+            title="pgvector",
+            chapter="vector-search",
+            summary="The vectors in a real PostgreSQL table with an HNSW or IVFFlat index: "
+            "recall, EXPLAIN ANALYZE, and a metadata filter before vs after the search.",
+            params=vsearch.PgvectorParams,
+            queue="cpu",
+            time_limit=600,
         ),
         Playground(
             slug="bpe-train",

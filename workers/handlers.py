@@ -227,7 +227,19 @@ def bpe_step(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     return {"steps": step_through(p["corpus"], p["steps"], p["pretokenizer"]), "device": "cpu"}
 
 
+def _chapter2() -> dict[str, Handler]:
+    from workers import vsearch
+
+    return {
+        "index-lab": vsearch.index_lab,
+        "query-trace": vsearch.query_trace,
+        "compression": vsearch.compression,
+        "pgvector": vsearch.pgvector_lab,
+    }
+
+
 HANDLERS: dict[str, Handler] = {
+    **_chapter2(),
     "bpe-train": bpe_train,
     "bpe-step": bpe_step,
     "embed": embed,

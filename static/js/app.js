@@ -183,6 +183,96 @@
   const within = (root, selector) =>
     root.matches?.(selector) ? [root] : [...(root.querySelectorAll?.(selector) ?? [])];
 
+  const PALETTE = ["#4263eb", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d"];
+  const colour = (i) => PALETTE[i % PALETTE.length];
+  const recallAxes = (k) => ({
+    x: { type: "logarithmic", title: { display: true, text: "queries per second (log)" } },
+    y: { min: 0, max: 1, title: { display: true, text: `recall@${k}` } },
+  });
+
+  Object.assign(draw, {
+    // Recall against speed, one dataset per index, points arriving while the run measures them.
+    "live-points"(canvas) {
+      new Chart(canvas, {
+        type: "line", data: { datasets: [] },
+        options: { maintainAspectRatio: false, animation: false, parsing: false,
+          plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label} ${c.raw.label}: recall ${c.raw.y.toFixed(3)}, ${Math.round(c.raw.x)} q/s` } } },
+          scales: recallAxes("k") },
+      });
+    },
+
+    // The finished index lab: the same curves, from the stored result.
+    "recall-qps"(canvas) {
+      const r = dataFor(canvas);
+      new Chart(canvas, {
+        type: "line",
+        data: { datasets: r.indexes.map((ix, i) => ({ label: ix.label, borderColor: colour(i), backgroundColor: colour(i),
+          data: ix.points.map((p) => ({ x: p.qps, y: p.recall, label: p.param ? `${p.param}=${p.value}` : "" })) })) },
+        options: { maintainAspectRatio: false, animation: false, parsing: false,
+          plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label} ${c.raw.label}: recall ${c.raw.y.toFixed(3)}, ${Math.round(c.raw.x)} q/s` } } },
+          scales: recallAxes(r.k) },
+      });
+    },
+
+    // One query's path: HNSW hops per layer, or IVF's answer and the neighbours it missed.
+    trace(canvas) {
+      const r = dataFor(canvas);
+      const at = (id) => { const [x, y] = r.coords[String(id)]; return { x, y, id }; };
+      const datasets = [];
+      if (r.index === "hnsw") {
+        r.trace.layers.forEach((layer, i) => datasets.push({ type: "line", label: `layer ${layer.layer}`,
+          data: layer.hops.map((h) => at(h.node)), borderColor: colour(i), backgroundColor: colour(i), pointRadius: 3 }));
+      } else {
+        datasets.push({ type: "scatter", label: "returned", data: r.trace.ids.filter((i) => i >= 0).map(at),
+          backgroundColor: colour(0), pointRadius: 3 });
+        const missed = r.trace.neighbours.filter((n) => !n.probed).map((n) => at(n.id));
+        datasets.push({ type: "scatter", label: "missed (cell not probed)", data: missed, pointRadius: 8,
+          pointStyle: "circle", borderColor: "#e03131", backgroundColor: "transparent", borderWidth: 2 });
+      }
+      datasets.push({ type: "scatter", label: "true neighbours", data: r.true_ids.map(at), pointRadius: 6,
+        borderColor: css("--ink"), backgroundColor: "transparent", borderWidth: 1 });
+      datasets.push({ type: "scatter", label: "query", data: [{ x: r.query_xy[0], y: r.query_xy[1] }],
+        pointStyle: "star", pointRadius: 12, borderColor: "#e8590c", borderWidth: 2 });
+      new Chart(canvas, { type: "scatter", data: { datasets },
+        options: { maintainAspectRatio: false, animation: false,
+          scales: { x: { title: { display: true, text: "PC1" } }, y: { title: { display: true, text: "PC2" } } } } });
+    },
+
+    // Memory against recall for each codec.
+    compression(canvas) {
+      const r = dataFor(canvas);
+      new Chart(canvas, {
+        type: "scatter",
+        data: { datasets: [{ data: r.points.map((p) => ({ x: p.bytes_per_vector, y: p.recall })),
+          labels: r.points.map((p) => p.method + (p.params.dims ? ` ${p.params.dims}d` : p.params.m ? ` m=${p.params.m}` : "")),
+          backgroundColor: css("--accent"), pointRadius: 5 }] },
+        options: { maintainAspectRatio: false, animation: false, layout: { padding: { right: 60 } },
+          plugins: { legend: { display: false } },
+          scales: { x: { type: "logarithmic", title: { display: true, text: "bytes per vector (log)" } },
+                    y: { min: 0, max: 1, title: { display: true, text: `recall@${r.k}` } } } },
+        plugins: [pointLabels],
+      });
+    },
+  });
+
+  // Streamed index-lab points: each <li> names its series and coordinates.
+  function addLivePoints(root) {
+    within(root, "li[data-series]").forEach((li) => {
+      const canvas = li.closest(".run")?.querySelector("canvas[data-chart=live-points]");
+      const chart = canvas && Chart.getChart(canvas);
+      if (!chart || li.dataset.plotted) return;
+      li.dataset.plotted = "1";
+      let ds = chart.data.datasets.find((d) => d.label === li.dataset.series);
+      if (!ds) {
+        const c = colour(chart.data.datasets.length);
+        ds = { label: li.dataset.series, data: [], borderColor: c, backgroundColor: c };
+        chart.data.datasets.push(ds);
+      }
+      ds.data.push({ x: +li.dataset.x, y: +li.dataset.y, label: li.dataset.label });
+      chart.update("none");
+    });
+  }
+
   // Streamed merges: each batch adds its points to the live chart of its run. htmx loads the
   // batch's <li> one by one; the first one plots the whole batch, later ones find it done.
   function addLiveMerges(root) {
@@ -219,6 +309,7 @@
 
   htmx.onLoad((root) => {
     addLiveMerges(root);
+    addLivePoints(root);
     within(root, "[data-stepper]").forEach((el) => {
       if (!el.dataset.ready) { el.dataset.ready = "1"; setUpStepper(el); }
     });

@@ -1,0 +1,152 @@
+"""An exact K-D tree, and the counters that show why it stops helping in high dimension.
+
+Build: split the points at the median of the coordinate with the widest spread, recurse
+on both halves until a node holds at most ``leaf_size`` points.
+
+Search: descend to the leaf containing the query, then back up, visiting the other side
+of a split only if the splitting plane is closer than the current ``k``-th best
+(``(q[dim] - split)² < worst``): the whole far side cannot contain anything better.
+In 2-3 dimensions that prunes almost everything. In 64 dimensions the ``k``-th best
+distance is about as large as the distance to everything else, so the far side is
+almost never ruled out and the "tree search" compares the query with nearly every
+point: :class:`KDStats` counts it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from learn.lab.events import Emit, no_emit
+from learn.lab.vindex.base import Hits, check_k, check_metric, finish, prepare, require_built
+
+
+@dataclass
+class KDStats:
+    """Work done by the last ``search``, averaged per query."""
+
+    nodes_visited: float  # tree nodes (internal and leaves) entered
+    distance_computations: float  # points compared with the query
+    fraction_scanned: float  # distance_computations / n: 1.0 means no better than brute force
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class KDTreeIndex:
+    """Exact k-NN with a K-D tree; returns the same ids and distances as brute force."""
+
+    name = "kdtree"
+
+    def __init__(self, leaf_size: int = 16, metric: str = "l2") -> None:
+        if leaf_size < 1:
+            raise ValueError(f"leaf_size must be >= 1, got {leaf_size}")
+        self.leaf_size = leaf_size
+        self.metric = check_metric(metric)
+        self.x = np.empty((0, 0), dtype=np.float32)  # (n, d) reordered so leaves are ranges
+        self.ids = np.empty(0, dtype=np.int64)  # (n,) original row of each reordered row
+        # one entry per node; a leaf has dim == -1 and owns rows start:end
+        self.dim: list[int] = []
+        self.split: list[float] = []
+        self.left: list[int] = []
+        self.right: list[int] = []
+        self.start: list[int] = []
+        self.end: list[int] = []
+        self.last_stats = KDStats(0.0, 0.0, 0.0)
+
+    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
+        x = prepare(x, self.metric)
+        order = np.arange(len(x))
+        self.dim, self.split, self.left, self.right, self.start, self.end = [], [], [], [], [], []
+        self._new_node(0, len(x))
+        stack = [0]  # nodes still to split; each owns order[start:end]
+        while stack:
+            node = stack.pop()
+            lo, hi = self.start[node], self.end[node]
+            if hi - lo <= self.leaf_size:
+                continue
+            pts = x[order[lo:hi]]  # (m, d)
+            dim = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))  # widest spread
+            mid = (hi - lo) // 2
+            part = np.argpartition(pts[:, dim], mid)  # median to position mid
+            order[lo:hi] = order[lo:hi][part]
+            self.dim[node] = dim
+            self.split[node] = float(x[order[lo + mid], dim])
+            self.left[node] = self._new_node(lo, lo + mid)  # coordinates <= split
+            self.right[node] = self._new_node(lo + mid, hi)  # coordinates >= split
+            stack += [self.left[node], self.right[node]]
+        self.x = x[order]
+        self.ids = order.astype(np.int64)
+        emit("progress", pct=100.0, message=f"kdtree: {len(self.dim)} nodes over {len(x)} points")
+
+    def _new_node(self, start: int, end: int) -> int:
+        self.dim.append(-1)
+        self.split.append(0.0)
+        self.left.append(-1)
+        self.right.append(-1)
+        self.start.append(start)
+        self.end.append(end)
+        return len(self.dim) - 1
+
+    def _search_one(self, q: np.ndarray, k: int) -> tuple[list[tuple[float, int]], int, int]:
+        """Exact ``k`` nearest of ``q`` (d,) float64 -> ((dist, row) nearest first, nodes
+        visited, distances computed)."""
+        best: list[tuple[float, int]] = []  # max-heap (negated distance) of the k best
+        stack: list[tuple[float, int]] = [(0.0, 0)]  # (lower bound on distance, node)
+        visited = computed = 0
+        while stack:
+            bound, node = stack.pop()
+            if len(best) == k and bound >= -best[0][0]:
+                continue  # everything under this node is at least `bound` away: prune
+            visited += 1
+            dim = self.dim[node]
+            if dim < 0:  # leaf: compare with each of its points
+                lo, hi = self.start[node], self.end[node]
+                diff = self.x[lo:hi] - q  # float64: exact enough to match brute force
+                dists = np.einsum("md,md->m", diff, diff)
+                computed += hi - lo
+                for dd, row in zip(dists.tolist(), range(lo, hi), strict=True):
+                    if len(best) < k:
+                        heapq.heappush(best, (-dd, row))
+                    elif dd < -best[0][0]:
+                        heapq.heapreplace(best, (-dd, row))
+                continue
+            gap = float(q[dim]) - self.split[node]
+            near, far = (
+                (self.left[node], self.right[node])
+                if gap < 0
+                else (self.right[node], self.left[node])
+            )
+            stack.append((max(bound, gap * gap), far))  # pushed first, popped last
+            stack.append((bound, near))
+        return sorted((-nd, row) for nd, row in best), visited, computed
+
+    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+        """Exact ``k`` nearest for each query (q, d); sets :attr:`last_stats`."""
+        require_built(self, len(self.ids) > 0)
+        if params:
+            raise TypeError(f"kdtree search takes no parameters, got {sorted(params)}")
+        k = check_k(k)
+        qs = prepare(queries, self.metric, self.x.shape[1], "queries").astype(np.float64)
+        out_d = np.full((len(qs), k), np.inf, dtype=np.float32)
+        out_i = np.full((len(qs), k), -1, dtype=np.int64)
+        visited = computed = 0
+        for i, q in enumerate(qs):
+            found, v, c = self._search_one(q, k)
+            visited, computed = visited + v, computed + c
+            out_d[i, : len(found)] = [d for d, _ in found]
+            out_i[i, : len(found)] = self.ids[[row for _, row in found]]
+        m = max(len(qs), 1)
+        self.last_stats = KDStats(visited / m, computed / m, computed / m / len(self.ids))
+        return finish(out_d, out_i, self.metric)
+
+    @property
+    def nbytes(self) -> int:
+        return self.x.nbytes + self.ids.nbytes + 6 * 8 * len(self.dim)  # 6 fields per node
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return self.nbytes / max(len(self.ids), 1)

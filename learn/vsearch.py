@@ -1,0 +1,229 @@
+"""Chapter 2's playground parameters: the vectors to search and the indexes to build.
+
+Every bound here is enforced before a job is queued: sizes, counts, index parameters, and
+an estimate of the memory each index needs (``learn.lab.vindex.memory``, no torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
+from pydantic import Field, model_validator
+
+from learn.playgrounds import PlaygroundParams
+
+MEMORY_LIMIT = 2 * 1024**3  # bytes one index build may need, queries and ground truth included
+SCRATCH_LIMITS = {"hnsw": 20_000, "kdtree": 50_000, "ivf_pq": 100_000, "pq": 100_000}
+IndexName = Literal[
+    "flat",
+    "kdtree",
+    "hnsw",
+    "ivf_flat",
+    "ivf_pq",
+    "pq",
+    "sq8",
+    "faiss_flat",
+    "faiss_hnsw",
+    "faiss_ivf_flat",
+    "faiss_ivf_pq",
+    "faiss_sq8",
+    "hnswlib",
+]
+INDEX_LABELS = {
+    "flat": "exact (ours, torch)",
+    "kdtree": "K-D tree (ours)",
+    "hnsw": "HNSW (ours)",
+    "ivf_flat": "IVF-Flat (ours)",
+    "ivf_pq": "IVF-PQ (ours)",
+    "pq": "PQ (ours)",
+    "sq8": "SQ8 (ours)",
+    "faiss_flat": "FAISS Flat",
+    "faiss_hnsw": "FAISS HNSW",
+    "faiss_ivf_flat": "FAISS IVF-Flat",
+    "faiss_ivf_pq": "FAISS IVF-PQ",
+    "faiss_sq8": "FAISS SQ8",
+    "hnswlib": "hnswlib",
+}
+HNSW_KINDS = {"hnsw", "faiss_hnsw", "hnswlib"}
+IVF_KINDS = {"ivf_flat", "ivf_pq", "faiss_ivf_flat", "faiss_ivf_pq"}
+PQ_KINDS = {"ivf_pq", "pq", "faiss_ivf_pq"}
+MAX_TEXT_LINES = 5_000
+
+
+class VectorData(PlaygroundParams):
+    """Which vectors: seeded clustered Gaussians, scikit-learn's digits, or your texts."""
+
+    dataset: Literal["clustered", "digits", "texts"] = "clustered"
+    n: int = Field(default=10_000, ge=100, le=200_000, description="vectors (clustered)")
+    d: int = Field(default=64, ge=2, le=1_024, description="dimensions (clustered)")
+    clusters: int = Field(default=20, ge=1, le=1_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    queries: int = Field(default=200, ge=10, le=1_000, description="held-out query vectors")
+    texts: str | None = Field(
+        default=None,
+        max_length=1_000_000,
+        description="dataset=texts: one text per line (50-5,000 lines), embedded with MiniLM",
+    )
+    metric: Literal["l2", "cosine"] = "l2"
+
+    @model_validator(mode="after")
+    def dataset_fits(self) -> VectorData:
+        if self.dataset == "texts":
+            lines = [line for line in (self.texts or "").splitlines() if line.strip()]
+            if not 50 <= len(lines) <= MAX_TEXT_LINES:
+                raise ValueError(
+                    f"dataset=texts needs 50 to {MAX_TEXT_LINES:,} non-empty lines "
+                    f"(one text per line); got {len(lines)}"
+                )
+            if self.queries >= len(lines) // 2:
+                raise ValueError("queries must be fewer than half the texts")
+        elif self.texts:
+            raise ValueError("texts are only read when dataset=texts")
+        return self
+
+    def shape(self) -> tuple[int, int]:
+        """(n, d) of the vectors that will be indexed."""
+        if self.dataset == "digits":
+            return 1_700, 64
+        if self.dataset == "texts":
+            lines = [line for line in (self.texts or "").splitlines() if line.strip()]
+            return len(lines) - self.queries, 384
+        return self.n, self.d
+
+    def stored(self) -> dict[str, Any]:
+        params = self.model_dump(exclude={"texts"})
+        if self.texts is not None:
+            params["texts"] = self.texts  # kept: a run must be re-runnable (≤ 1 MB)
+        return params
+
+
+class IndexParams(VectorData):
+    """Index parameters shared by the index lab, the trace and pgvector."""
+
+    k: int = Field(default=10, ge=1, le=100, description="neighbours per query")
+    M: int = Field(default=16, ge=4, le=64, description="HNSW links per node")
+    ef_construction: int = Field(default=100, ge=8, le=512, description="HNSW build beam")
+    nlist: int = Field(default=64, ge=1, le=4_096, description="IVF cells")
+    pq_m: int = Field(default=8, ge=1, le=256, description="PQ sub-vectors (bytes per vector)")
+    nbits: Literal[4, 8] = 8
+
+    def index_params(self, name: str) -> dict[str, Any]:
+        """The constructor parameters of index ``name`` from this form."""
+        params: dict[str, Any] = {}
+        if name in HNSW_KINDS:
+            params |= {"M": self.M, "ef_construction": self.ef_construction}
+        if name in IVF_KINDS:
+            params["nlist"] = self.nlist
+        if name in PQ_KINDS:
+            params |= {"m": self.pq_m, "nbits": self.nbits}
+        if name in {"hnsw", "ivf_flat", "ivf_pq"}:
+            params["seed"] = self.seed
+        return params
+
+    def check_index(self, name: str) -> None:
+        from learn.lab.vindex.memory import MemoryLimitExceeded, check_memory
+
+        n, d = self.shape()
+        if n < self.k:
+            raise ValueError(f"k={self.k} is more than the {n} vectors")
+        limit = SCRATCH_LIMITS.get(name)
+        if limit and n > limit:
+            raise ValueError(
+                f"our from-scratch {name} is a teaching implementation: at most {limit:,} "
+                f"vectors (you asked for {n:,}); the FAISS/hnswlib versions take more"
+            )
+        if name in IVF_KINDS and self.nlist > n // 4:
+            raise ValueError(f"nlist={self.nlist} is too many cells for {n} vectors (≤ n/4)")
+        if name in PQ_KINDS and d % self.pq_m:
+            raise ValueError(f"pq_m={self.pq_m} must divide the dimension d={d}")
+        try:
+            check_memory(n, d, name, MEMORY_LIMIT, queries=self.queries, **self.index_params(name))
+        except MemoryLimitExceeded as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class IndexLabParams(IndexParams):
+    indexes: list[IndexName] = Field(
+        default=["flat", "hnsw", "hnswlib", "ivf_flat", "faiss_ivf_flat"],
+        min_length=1,
+        max_length=8,
+        description="1-8 indexes to build and compare",
+    )
+
+    @classmethod
+    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
+        data = super().from_form(form, files)
+        data["indexes"] = form.getlist("indexes")
+        return {key: value for key, value in data.items() if value not in ("", None)}
+
+    @model_validator(mode="after")
+    def indexes_fit(self) -> IndexLabParams:
+        if len(set(self.indexes)) != len(self.indexes):
+            raise ValueError("each index once, please")
+        for name in self.indexes:
+            self.check_index(name)
+        return self
+
+
+class QueryTraceParams(IndexParams):
+    index: Literal["hnsw", "ivf_flat"] = "hnsw"
+    n: int = Field(default=3_000, ge=100, le=20_000, description="vectors (clustered)")
+    d: int = Field(default=16, ge=2, le=256, description="dimensions (clustered)")
+    query: int = Field(default=0, ge=0, le=999, description="which held-out query to trace")
+    ef_search: int = Field(default=16, ge=1, le=512)
+    nprobe: int = Field(default=2, ge=1, le=4_096)
+
+    @model_validator(mode="after")
+    def trace_fits(self) -> QueryTraceParams:
+        self.check_index(self.index)
+        if self.query >= self.queries:
+            raise ValueError(f"query must be below queries={self.queries}")
+        if self.index == "ivf_flat" and self.nprobe > self.nlist:
+            raise ValueError(f"nprobe={self.nprobe} is more than nlist={self.nlist} cells")
+        return self
+
+    def clean(self) -> dict[str, Any]:
+        return {key: v for key, v in self.model_dump().items() if v is not None}
+
+
+class CompressionParams(VectorData):
+    k: int = Field(default=10, ge=1, le=100)
+    threshold: float = Field(
+        default=0.3, gt=0, le=2, description="cosine distance for the threshold search"
+    )
+
+    @model_validator(mode="after")
+    def fits(self) -> CompressionParams:
+        from learn.lab.vindex.memory import check_memory
+
+        n, d = self.shape()
+        try:
+            check_memory(n, d, "pq", MEMORY_LIMIT, queries=self.queries, m=max(1, d // 2))
+        except ValueError as exc:
+            raise ValueError(str(exc)) from exc
+        if n > 100_000:
+            raise ValueError("compression compares eight codecs: at most 100,000 vectors")
+        return self
+
+
+class PgvectorParams(IndexParams):
+    n: int = Field(default=5_000, ge=100, le=50_000, description="rows in the table")
+    d: int = Field(default=64, ge=2, le=1_024)
+    index: Literal["hnsw", "ivfflat"] = "hnsw"
+    ef_search: int = Field(default=40, ge=1, le=1_000)
+    probes: int = Field(default=4, ge=1, le=4_096)
+    categories: int = Field(default=10, ge=2, le=100, description="metadata values")
+    category: int = Field(default=0, ge=0, le=99, description="the filter: category = this")
+
+    @model_validator(mode="after")
+    def fits(self) -> PgvectorParams:
+        n, _ = self.shape()
+        if self.category >= self.categories:
+            raise ValueError(f"category must be below categories={self.categories}")
+        if self.index == "ivfflat" and self.nlist > n // 4:
+            raise ValueError(f"nlist={self.nlist} is too many lists for {n} rows (≤ n/4)")
+        if self.queries > 200:
+            raise ValueError("pgvector runs each query as SQL: at most 200 queries")
+        return self
