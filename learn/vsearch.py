@@ -107,7 +107,7 @@ class IndexParams(VectorData):
     ef_construction: int = Field(default=100, ge=8, le=512, description="HNSW build beam")
     nlist: int = Field(default=64, ge=1, le=4_096, description="IVF cells")
     pq_m: int = Field(default=8, ge=1, le=256, description="PQ sub-vectors (bytes per vector)")
-    nbits: Literal[4, 8] = 8
+    nbits: int = Field(default=8, ge=4, le=8, multiple_of=4, description="PQ code bits: 4 or 8")
 
     def index_params(self, name: str) -> dict[str, Any]:
         """The constructor parameters of index ``name`` from this form."""

@@ -49,7 +49,7 @@ def page(browser, site: str) -> Iterator[object]:
 def test_home_lists_six_chapters(page, site: str) -> None:
     page.goto(site + "/")
     assert page.locator(".chapter-card").count() == 6
-    assert page.get_by_text("No playgrounds yet").count() == 4
+    assert page.get_by_text("No playgrounds yet").count() == 3
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     assert not page.foreign_hosts
@@ -155,4 +155,54 @@ def test_bpe_step_through_moves_merge_by_merge(page, site: str) -> None:
     playground.scroll_into_view_if_needed()
     playground.screenshot(path=str(ARTIFACTS / "bpe-step-playground.png"))
     page.screenshot(path=str(ARTIFACTS / "tokenization-chapter.png"), full_page=True)
+    assert not page.console_errors
+
+
+def test_index_lab_draws_recall_against_speed_while_it_runs(page, site: str) -> None:
+    page.goto(site + "/chapters/vector-search/")
+    playground = page.locator("#pg-index-lab")
+    playground.locator("input[name=n]").fill("3000")
+    playground.locator("input[name=d]").fill("16")
+    playground.locator("input[name=queries]").fill("50")
+    playground.locator("input[name=nlist]").fill("32")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".status.succeeded").wait_for(timeout=180_000)
+    live = page.evaluate(
+        """() => {
+          const canvas = document.querySelector('#pg-index-lab canvas[data-chart=live-points]');
+          return Chart.getChart(canvas).data.datasets.map((d) => [d.label, d.data.length]);
+        }"""
+    )
+    assert {label for label, _ in live} == {
+        "exact (ours, torch)",
+        "HNSW (ours)",
+        "hnswlib",
+        "IVF-Flat (ours)",
+        "FAISS IVF-Flat",
+    }
+    assert dict(live)["HNSW (ours)"] == 5  # one point per ef_search value
+    assert playground.locator("canvas[data-chart=recall-qps]").count() == 1
+    assert "HNSW (ours)" in playground.locator("table.numbers").inner_text()
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "index-lab-playground.png"))
+    assert not page.foreign_hosts and not page.console_errors
+
+
+def test_query_trace_and_pgvector_show_their_results(page, site: str) -> None:
+    page.goto(site + "/chapters/vector-search/")
+    trace = page.locator("#pg-query-trace")
+    trace.get_by_role("button", name="Run").click()
+    trace.locator(".status.succeeded").wait_for(timeout=120_000)
+    assert trace.locator("canvas[data-chart=trace]").count() == 1
+    assert "layer" in trace.locator("table.numbers").inner_text()
+    trace.scroll_into_view_if_needed()
+    trace.screenshot(path=str(ARTIFACTS / "query-trace-playground.png"))
+
+    pgv = page.locator("#pg-pgvector")
+    pgv.get_by_role("button", name="Run").click()
+    pgv.locator(".status.succeeded").wait_for(timeout=180_000)
+    assert "Index Scan" in pgv.locator("pre.explain").inner_text()
+    pgv.scroll_into_view_if_needed()
+    pgv.screenshot(path=str(ARTIFACTS / "pgvector-playground.png"))
+    page.screenshot(path=str(ARTIFACTS / "vector-search-chapter.png"), full_page=True)
     assert not page.console_errors
