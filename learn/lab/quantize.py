@@ -112,13 +112,14 @@ def _rows(x: Tensor) -> int:
 class Int8Linear(nn.Module):
     """``nn.Linear`` on int8 per-channel weights: ``y = (x · qᵀ) · scale + bias``."""
 
-    def __init__(self, linear: nn.Linear, *, fused: bool = True) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, *, fused: bool = True) -> None:
+        """``weight`` (out, in) as in ``nn.Linear``; ``bias`` (out,) or None."""
         super().__init__()
-        weights = quantize_int8(linear.weight)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weights = quantize_int8(weight)
+        self.out_features, self.in_features = weight.shape
         self.register_buffer("q", weights.q)
         self.register_buffer("scale", weights.scale)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
         self.fused = fused and _has_op("_weight_int8pack_mm")
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,13 +143,21 @@ class Int4Linear(nn.Module):
     each group's scale and its zero point: the kernel computes ``(q - 8) · scale + zero``.
     """
 
-    def __init__(self, linear: nn.Linear, group_size: int = 64, *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        group_size: int = 64,
+        *,
+        fused: bool = True,
+    ) -> None:
+        """``weight`` (out, in) as in ``nn.Linear``; ``in`` must divide by ``group_size``."""
         super().__init__()
-        weights = quantize_int4(linear.weight, group_size)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weights = quantize_int4(weight, group_size)
+        self.out_features, self.in_features = weight.shape
         self.group_size = group_size
         self.fused = fused and _has_op("_weight_int4pack_mm_for_cpu")
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
         if self.fused:
             codes = int4_codes(weights).to(torch.int32)
             zero = weights.minimum + 8 * weights.scale
@@ -219,16 +228,34 @@ VARIANTS = {
 }
 
 
+def linear_weight(module: nn.Module) -> tuple[Tensor, Tensor | None] | None:
+    """(weight (out, in), bias) of a linear layer, or None if ``module`` is not one.
+
+    Besides ``nn.Linear``, a module that stores its weight transposed, (in, out), and says
+    so with ``weight_layout = "in_out"`` (``learn.lab.llama.Linear``) counts too.
+    """
+    if isinstance(module, nn.Linear):
+        return module.weight, module.bias
+    if getattr(module, "weight_layout", None) == "in_out":
+        return module.weight.T, getattr(module, "bias", None)
+    return None
+
+
 def replace_linears(
-    model: nn.Module, make: Callable[[nn.Linear], nn.Module], *, skip: tuple[str, ...] = ()
+    model: nn.Module,
+    make: Callable[[Tensor, Tensor | None], nn.Module],
+    *,
+    skip: tuple[str, ...] = (),
 ) -> int:
-    """Swap every ``nn.Linear`` (except names containing a ``skip`` entry) in place."""
+    """Swap every linear layer (except names containing a ``skip`` entry) in place for
+    ``make(weight (out, in), bias)``; returns how many were swapped."""
     swapped = 0
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and not any(s in full for s in skip):
-                setattr(module, child_name, make(child))
+            found = linear_weight(child)
+            if found is not None and not any(s in full for s in skip):
+                setattr(module, child_name, make(*found))
                 swapped += 1
     return swapped
 
@@ -259,15 +286,24 @@ def quantized_copy(
     if variant == "int8-dynamic":
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+        replace_linears(copied, _plain_linear)  # torch only converts nn.Linear itself
         with warnings.catch_warnings():  # deprecated in favour of torchao; still the CPU path
             warnings.simplefilter("ignore")  # per-channel scales: one outlier row spoils less
             spec = {nn.Linear: per_channel_dynamic_qconfig}
             return quantize_dynamic(copied.float().cpu(), spec, dtype=torch.qint8)
     if variant == "int8-weight":
-        replace_linears(copied, lambda lin: Int8Linear(lin, fused=fused), skip=skip)
+        replace_linears(copied, lambda w, b: Int8Linear(w, b, fused=fused), skip=skip)
         return copied
-    replace_linears(copied, lambda lin: Int4Linear(lin, group_size, fused=fused), skip=skip)
+    replace_linears(copied, lambda w, b: Int4Linear(w, b, group_size, fused=fused), skip=skip)
     return copied
+
+
+def _plain_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight.data = weight.detach().float().contiguous()
+    if bias is not None:
+        layer.bias.data = bias.detach().float()
+    return layer
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -63,7 +63,7 @@ def test_int4_needs_whole_groups():
 def test_int8_linear_equals_dequantize_then_matmul(fused: bool, bias: bool, rows: int):
     linear = nn.Linear(256, 96, bias=bias)
     linear.weight.data = weight()
-    layer = Int8Linear(linear, fused=fused)
+    layer = Int8Linear(linear.weight, linear.bias, fused=fused)
     x = torch.randn(rows, 5, 256)
     expected = nn.functional.linear(x, dequantize_int8(quantize_int8(linear.weight)), linear.bias)
     torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=1e-4)
@@ -74,7 +74,7 @@ def test_int8_linear_equals_dequantize_then_matmul(fused: bool, bias: bool, rows
 def test_int4_linear_equals_dequantize_then_matmul(fused: bool, rows: int):
     linear = nn.Linear(256, 96)
     linear.weight.data = weight()
-    layer = Int4Linear(linear, 64, fused=fused)
+    layer = Int4Linear(linear.weight, linear.bias, 64, fused=fused)
     reference = dequantize_int4(quantize_int4(linear.weight, 64))
     torch.testing.assert_close(layer.dequantized(), reference, atol=1e-5, rtol=1e-5)
     x = torch.randn(rows, 256)
