@@ -15,13 +15,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from learn.lab.events import Emit, no_emit
-from learn.lab.quantize import VARIANTS, quantized_copy, weight_bytes
+from learn.lab.quantize import (
+    VARIANTS,
+    agreement,
+    kl_divergence,
+    perplexity,
+    quantized_copy,
+    weight_bytes,
+)
 
 
 @cache
@@ -120,6 +128,76 @@ def bench_minilm(
         _relative(rows)
         emit("partial", row=rows[-1])
     encoder.model = base_model
+    return rows
+
+
+HELD_OUT = Path(__file__).parent / "data" / "heldout.txt"  # written for this project
+BENCH_PROMPT = "Write a short story about a lighthouse keeper and her notebooks."
+
+
+def bench_smollm2(
+    variants: list[str],
+    *,
+    device: str = "cpu",
+    group_size: int = 64,
+    new_tokens: int = 32,
+    emit: Emit = no_emit,
+) -> list[dict[str, Any]]:
+    """SmolLM2-135M-Instruct at each precision: tokens/s, perplexity, agreement, KL.
+
+    Speed: greedy decoding of ``new_tokens`` after a fixed chat prompt (the end-of-turn
+    token does not stop it), decode tokens per second. Quality on ``heldout.txt``: its
+    perplexity (exp of the mean next-token NLL), top-1 agreement with fp32's next-token
+    choice and mean KL(fp32 ‖ variant) over its positions. Note: the fp32 reference is
+    itself the GGUF's de-quantized Q4_1/Q8_0 weights, the only copy this project ships.
+    """
+    from learn.lab.generation import generate
+    from learn.lab.llama import chat_prompt, load_llama, load_tokenizer
+
+    tokenizer = load_tokenizer()
+    text_ids = torch.tensor([tokenizer.encode(HELD_OUT.read_text()).ids])  # (1, T)
+    prompt = chat_prompt(tokenizer, BENCH_PROMPT)
+    base = load_llama("cpu", torch.float32)
+    rows: list[dict[str, Any]] = []
+    reference: torch.Tensor | None = None
+    order = ["fp32", *[v for v in variants if v != "fp32"]]
+    for i, variant in enumerate(order):
+        emit("progress", pct=100 * i / len(order), message=f"SmolLM2 {variant}")
+        reason = _skip_reason(variant, device)
+        if reason:
+            rows.append(_row(variant, device, skipped=reason))
+            emit("partial", row=rows[-1])
+            continue
+        target = "cpu" if variant == "int8-dynamic" else device
+        start = time.perf_counter()
+        model = quantized_copy(base, variant, group_size=group_size).to(target)
+        convert_s = time.perf_counter() - start
+        with torch.inference_mode():
+            logits = model(text_ids.to(target))[0, :-1].float().cpu()  # (T-1, vocab)
+        targets = text_ids[0, 1:]
+        if reference is None:
+            reference = logits
+        generate(model, prompt, 4, stop_ids=())  # warm-up
+        run = generate(model, prompt, new_tokens, stop_ids=(), tokenizer=tokenizer)
+        rows.append(
+            _row(
+                variant,
+                target,
+                weight_bytes=weight_bytes(model),
+                convert_s=convert_s,
+                speed=run.decode_tokens_per_s,
+                speed_unit="tokens/s",
+                quality={
+                    "perplexity": round(perplexity(logits, targets), 4),
+                    "top1_agreement": round(agreement(reference, logits), 4),
+                    "kl_nats": round(kl_divergence(reference, logits), 5),
+                    "sample": run.text[:160],
+                },
+            )
+        )
+        _relative(rows)
+        emit("partial", row=rows[-1])
+        del model
     return rows
 
 

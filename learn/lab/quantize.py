@@ -45,7 +45,7 @@ class Int8Weights(NamedTuple):
 
 def quantize_int8(weight: Tensor) -> Int8Weights:
     """Symmetric per-output-channel int8 of a (out, in) weight."""
-    w = weight.detach().float()
+    w = weight.detach().float().contiguous()
     scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
     q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return Int8Weights(q, scale)
