@@ -90,7 +90,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "attention masks",
             "sampling: temperature, top-k, top-p",
         ),
-        lesson_template=None,
+        lesson_template="lessons/transformers.html",
     ),
     Chapter(
         number=5,
@@ -109,7 +109,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "sparse attention",
             "mixture of experts",
         ),
-        lesson_template=None,
+        lesson_template="lessons/inference.html",
     ),
     Chapter(
         number=6,

@@ -275,7 +275,7 @@ class Playground:
         return f"{self.template}#partial"
 
 
-from learn import vsearch  # noqa: E402  (its schemas build on PlaygroundParams above)
+from learn import llm, vsearch  # noqa: E402  (their schemas build on PlaygroundParams above)
 
 PLAYGROUNDS: dict[str, Playground] = {
     pg.slug: pg
@@ -340,6 +340,118 @@ PLAYGROUNDS: dict[str, Playground] = {
             params=vsearch.PgvectorParams,
             queue="cpu",
             time_limit=600,
+        ),
+        Playground(
+            slug="attention",
+            title="Attention inside SmolLM2",
+            chapter="transformers",
+            summary="One forward pass: any layer's attention weights per head (GQA groups "
+            "shown) and the next-token distribution under a temperature you choose.",
+            params=llm.AttentionParams,
+            queue="gpu",
+            time_limit=120,
+        ),
+        Playground(
+            slug="positions",
+            title="Positional encodings",
+            chapter="transformers",
+            summary="Sinusoidal encodings and their similarity by distance; RoPE's score "
+            "between the same two vectors as they move apart.",
+            params=llm.PositionsParams,
+            queue="cpu",
+            time_limit=60,
+        ),
+        Playground(
+            slug="generate",
+            title="Generate",
+            chapter="transformers",
+            summary="SmolLM2 continues your prompt token by token with temperature, top-k "
+            "and top-p; tokens per second, time to first token, latency by position.",
+            params=llm.GenerateParams,
+            queue="gpu",
+            time_limit=300,
+            live=True,
+        ),
+        Playground(
+            slug="kv-cache",
+            title="KV cache on and off",
+            chapter="inference",
+            summary="The same greedy generation with the cache and with full recomputation: "
+            "latency per token, speed-up, cache bytes by position, identical tokens.",
+            params=llm.KVCacheParams,
+            queue="gpu",
+            time_limit=600,
+        ),
+        Playground(
+            slug="paged-kv",
+            title="Paged KV cache",
+            chapter="inference",
+            summary="A batch of requests served from fixed-size blocks: memory used against "
+            "max-length reservations, and prefix blocks shared by reference count.",
+            params=llm.PagedKVParams,
+            queue="cpu",
+            time_limit=60,
+        ),
+        Playground(
+            slug="tiled-attention",
+            title="Tiled attention",
+            chapter="inference",
+            summary="Naive attention, our tiled online-softmax attention and PyTorch's SDPA: "
+            "time and peak memory by sequence length, and how far their outputs differ.",
+            params=llm.TiledAttentionParams,
+            queue="gpu",
+            time_limit=600,
+        ),
+        Playground(
+            slug="quantize",
+            title="Quantize and benchmark",
+            chapter="inference",
+            summary="fp32, bf16, int8 and int4 versions of SmolLM2 or MiniLM, each measured "
+            "in turn: bytes, speed and quality against fp32.",
+            params=llm.QuantizeParams,
+            queue="gpu",
+            time_limit=900,
+            live=True,
+        ),
+        Playground(
+            slug="weight-inspect",
+            title="Weight inspector",
+            chapter="inference",
+            summary="One weight matrix before and after quantization: histograms, the scales, "
+            "and the error, against its half-step bound.",
+            params=llm.WeightInspectParams,
+            queue="cpu",
+            time_limit=120,
+        ),
+        Playground(
+            slug="speculative",
+            title="Speculative decoding",
+            chapter="inference",
+            summary="Greedy decoding with prompt-lookup drafts and with a draft model: "
+            "accepted tokens coloured, acceptance rate, speed-up, identical output.",
+            params=llm.SpeculativeParams,
+            queue="gpu",
+            time_limit=600,
+        ),
+        Playground(
+            slug="sparse-attention",
+            title="Sliding-window attention",
+            chapter="inference",
+            summary="SmolLM2 scored on a text with full attention and with a window of the "
+            "last W tokens, with and without attention sinks: perplexity, agreement, KL.",
+            params=llm.SparseAttentionParams,
+            queue="gpu",
+            time_limit=300,
+        ),
+        Playground(
+            slug="moe",
+            title="Mixture of experts",
+            chapter="inference",
+            summary="Tokens routed to the top-k of several experts: the routing heatmap, "
+            "load per expert, and what a skewed router does to the balance.",
+            params=llm.MoEParams,
+            queue="cpu",
+            time_limit=60,
         ),
         Playground(
             slug="bpe-train",

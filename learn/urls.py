@@ -9,5 +9,6 @@ urlpatterns = [
     path("runs/<uuid:run_id>/stream", views.run_stream, name="run-stream"),
     path("runs/<uuid:run_id>/neighbours", views.neighbours, name="run-neighbours"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    path("benchmarks/", views.benchmarks, name="benchmarks"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -131,3 +131,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "recent": Run.objects.all()[:20],
     }
     return render(request, "learn/dashboard.html", context)
+
+
+def benchmarks(request: HttpRequest) -> HttpResponse:
+    """Every finished quantization benchmark, newest first, across devices."""
+    runs = Run.objects.filter(playground="quantize", status="succeeded").order_by(
+        "-finished_at"
+    )[:100]
+    return render(request, "learn/benchmarks.html", {"runs": runs})

@@ -238,8 +238,27 @@ def _chapter2() -> dict[str, Handler]:
     }
 
 
+def _chapters45() -> dict[str, Handler]:
+    from workers import llm
+
+    return {
+        "generate": llm.generate,
+        "attention": llm.attention,
+        "positions": llm.positions,
+        "kv-cache": llm.kv_cache,
+        "paged-kv": llm.paged_kv,
+        "tiled-attention": llm.tiled_attention,
+        "speculative": llm.speculative,
+        "moe": llm.moe,
+        "sparse-attention": llm.sparse_attention,
+        "quantize": llm.quantize,
+        "weight-inspect": llm.weight_inspect,
+    }
+
+
 HANDLERS: dict[str, Handler] = {
     **_chapter2(),
+    **_chapters45(),
     "bpe-train": bpe_train,
     "bpe-step": bpe_step,
     "embed": embed,

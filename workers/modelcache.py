@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from learn.lab.embeddings import Encoder
@@ -42,3 +42,11 @@ def reference_tokenizer(name: str) -> NamedTokenizer:
     if name == "minilm":
         return hf_tokenizer(models.minilm_tokenizer_file(), "MiniLM", "WordPiece")
     raise KeyError(name)
+
+
+@cache
+def smollm2() -> tuple[Any, Any]:
+    """(model, tokenizer): SmolLM2-135M-Instruct on this worker's device, loaded once."""
+    from learn.lab.llama import load_smollm2
+
+    return load_smollm2(device())

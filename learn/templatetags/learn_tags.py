@@ -63,3 +63,9 @@ def share_query(params: dict) -> str:
     for name in params.get("tokenizers", []):
         pairs.append(("tokenizers", name) if name in {"smollm2", "minilm"} else ("trained", name))
     return urlencode(pairs)
+
+
+@register.simple_tag
+def kv_group(head: int, group: int) -> int:
+    """The key/value head a query head reads under grouped-query attention."""
+    return int(head) // int(group)

@@ -14,6 +14,7 @@
 
   const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   const dataFor = (canvas) => JSON.parse(document.getElementById(canvas.dataset.source).textContent);
+  window.FP = { css: (n) => css(n), dataFor: (c) => dataFor(c) };
   const short = (text, n = 60) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
 
   // Writes each point's label beside it (Chart.js has no built-in data labels).
@@ -32,7 +33,8 @@
     },
   };
 
-  const draw = {
+  const draw = (window.FP_CHARTS = window.FP_CHARTS || {});
+  Object.assign(draw, {
     // PCA scatter of embedded texts; clicking a point asks the server for its neighbours.
     scatter(canvas) {
       const r = dataFor(canvas);
@@ -139,7 +141,7 @@
         });
       });
     },
-  };
+  });
 
   Object.assign(draw, {
     // Empty at first: merges streamed by the BPE trainer are added point by point (below).

@@ -1,0 +1,167 @@
+"""Chapters 4-5 and the quantization lab through the real worker, with the real SmolLM2."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support import finished_run, read_events, start_run
+
+REPEAT = "Repeat exactly: the red fox jumps over the red fence and the red fox runs home."
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from learn.lab.llama import load_smollm2
+
+    return load_smollm2("cpu")
+
+
+def test_generate_streams_tokens_and_greedy_equals_our_reference(api: httpx.Client, smollm2):
+    from learn.lab.generation import generate
+    from learn.lab.llama import chat_prompt
+
+    params = {"prompt": "Name three colours.", "max_new_tokens": 8, "temperature": 0}
+    run_id = start_run(api, "generate", params)
+    events = read_events(api, run_id)
+    result = api.get(f"/api/runs/{run_id}").json()["result"]
+    streamed = [e["data"]["token"] for e in events if e["event"] == "partial"]
+    model, tokenizer = smollm2
+    reference = generate(
+        model, chat_prompt(tokenizer, "Name three colours."), 8, tokenizer=tokenizer
+    )
+    assert streamed == result["tokens"] == reference.tokens
+    assert result["device"] == "cpu" and len(result["token_ms"]) == len(result["tokens"])
+    assert result["ttft_ms"] == result["token_ms"][0] and result["text"] == reference.text
+
+
+def test_attention_weights_are_causal_distributions(api: httpx.Client):
+    result = finished_run(api, "attention", {"prompt": "One two three four five.", "layer": 3})[
+        "result"
+    ]
+    weights, t = result["attention"], len(result["tokens"])
+    assert len(weights) == result["heads"] == 9 and result["kv_heads"] == 3
+    for head in weights:
+        assert len(head) == t
+        for i, row in enumerate(head):
+            assert sum(row) == pytest.approx(1, abs=2e-3)
+            assert all(v == 0 for v in row[i + 1 :])  # the causal mask
+    probs = result["next"]["probs"]
+    assert probs["1.0"] == sorted(probs["1.0"], reverse=True)
+    assert max(probs["0.25"]) > max(probs["2.0"])  # cooler is sharper
+
+
+def test_kv_cache_gives_the_same_tokens_and_measures_both(api: httpx.Client):
+    result = finished_run(api, "kv-cache", {"prompt": "Count to five.", "max_new_tokens": 6})[
+        "result"
+    ]
+    assert result["same_tokens"] and result["cache"]["tokens"] == result["no_cache"]["tokens"]
+    assert result["cache_bytes_per_position"] == 2 * 30 * 3 * 64 * 4  # fp32 K and V
+    sizes = result["cache_bytes_by_position"]
+    assert sizes[-1] - sizes[-2] == result["cache_bytes_per_position"]
+    assert result["speedup"] > 0
+
+
+def test_speculative_decoding_returns_plain_greedy_output(api: httpx.Client):
+    params = {"prompt": REPEAT, "max_new_tokens": 16, "num_draft": 6, "draft_layers": 8}
+    result = finished_run(api, "speculative", params)["result"]
+    for method in ("lookup", "draft"):
+        assert result[method]["same_as_greedy"], method
+        assert result[method]["tokens"] == result["plain"]["tokens"]
+        pieces = "".join(p["text"] for p in result[method]["pieces"])
+        assert pieces == result["plain"]["text"]
+    assert result["lookup"]["accepted"] > 0  # the answer copies the prompt
+    assert result["lookup"]["target_passes"] < len(result["plain"]["tokens"])
+
+
+def test_sliding_window_scores_against_full_attention(api: httpx.Client):
+    result = finished_run(api, "sparse-attention", {"windows": [16, 1024], "sinks": 4})["result"]
+    rows = {(r["window"], r["sinks"]): r for r in result["rows"]}
+    assert rows[(1024, 0)]["perplexity"] == pytest.approx(result["full_perplexity"], rel=1e-4)
+    assert rows[(1024, 0)]["agreement"] == 1.0
+    assert rows[(16, 0)]["perplexity"] > result["full_perplexity"]
+    assert rows[(16, 4)]["perplexity"] < rows[(16, 0)]["perplexity"]  # sinks help
+
+
+def test_positions_paged_cache_tiled_attention_and_moe(api: httpx.Client):
+    pos = finished_run(api, "positions", {"positions": 64, "dims": 32})["result"]
+    assert len(pos["encoding"]) == 64 and len(pos["encoding"][0]) == 32
+    assert all(pos["similarity"][i][i] == pytest.approx(1, abs=1e-3) for i in range(64))
+    assert pos["rope_by_distance"][0] == pytest.approx(32, rel=1e-3)  # q·k of ones(32)
+
+    paged = finished_run(api, "paged-kv", {"requests": 6, "sharers": 3, "shared_prefix": 32})
+    peak = paged["result"]["peak"]
+    assert peak["allocated_slots"] <= peak["contiguous_slots"]
+    assert paged["result"]["waste_paged"] < paged["result"]["waste_contiguous"]
+    assert peak["blocks_shared"] >= 1
+
+    tiled = finished_run(
+        api, "tiled-attention", {"seq_lens": [64, 128], "d": 16, "heads": 2, "block_size": 32}
+    )["result"]
+    assert len(tiled["rows"]) == 6 and tiled["device"] == "cpu"
+    assert tiled["max_abs_diff"]["tiled"] < 1e-5 and tiled["max_abs_diff"]["naive"] < 1e-5
+
+    moe = finished_run(api, "moe", {"tokens": 256, "experts": 4, "top_k": 2})["result"]
+    assert sum(moe["stats"]["tokens_per_expert"]) == 256 * 2
+
+
+def test_quantize_fills_the_table_and_the_benchmarks_page(api: httpx.Client):
+    params = {"model": "minilm", "variants": ["fp32", "int8-weight", "fp16"], "sentences": 32}
+    run_id = start_run(api, "quantize", params)
+    events = read_events(api, run_id)
+    run = api.get(f"/api/runs/{run_id}").json()
+    rows = run["result"]["rows"]
+    assert [r["variant"] for r in rows] == ["fp32", "int8-weight", "fp16"]
+    assert [e["data"]["row"]["variant"] for e in events if e["event"] == "partial"] == [
+        "fp32",
+        "int8-weight",
+        "fp16",
+    ]
+    assert rows[2]["skipped"] and "CUDA" in rows[2]["skipped"]  # no GPU here
+    assert rows[1]["size_ratio"] > 1.3 and rows[1]["quality"]["cosine_mean"] > 0.99
+    page = api.get("/benchmarks/").text
+    assert run_id[:8] in page and "int8 weight-only" in page
+
+
+def test_quantized_smollm2_still_generates(api: httpx.Client):
+    params = {"variants": ["fp32", "int4-weight"], "group_size": 32, "new_tokens": 8}
+    rows = finished_run(api, "quantize", params)["result"]["rows"]
+    fp32, int4 = rows
+    assert int4["size_ratio"] > 2.5  # the tied embedding stays in fp32
+    assert int4["quality"]["sample"].strip()
+    # groups of 32 land on the GGUF's own Q4_1 grid: nearly lossless here
+    assert int4["quality"]["perplexity"] < fp32["quality"]["perplexity"] * 1.1
+
+
+def test_weight_inspector_respects_the_half_step_bound(api: httpx.Client):
+    result = finished_run(
+        api, "weight-inspect", {"layer": 2, "matrix": "attention-out", "scheme": "int4"}
+    )["result"]
+    assert result["name"] == "layers.2.attention.wo" and result["shape"] == [576, 576]
+    assert result["max_error_over_half_scale"] <= 1.0 + 1e-4
+
+
+@pytest.mark.parametrize(
+    ("slug", "params", "says"),
+    [
+        ("generate", {"max_new_tokens": 257}, "less than or equal to 256"),
+        ("attention", {"layer": 30}, "less than 30"),
+        ("tiled-attention", {"seq_lens": [8192], "heads": 32}, "GiB of scores"),
+        ("quantize", {"group_size": 48}, "group_size must be"),
+        ("quantize", {"variants": ["int3"]}, "variants"),
+        ("paged-kv", {"requests": 2, "sharers": 3}, "sharers cannot exceed"),
+        ("sparse-attention", {"windows": [0]}, "1-1,024"),
+        ("weight-inspect", {"model": "minilm", "layer": 7}, "MiniLM has layers 0-5"),
+    ],
+)
+def test_bad_requests_get_a_422(api: httpx.Client, slug: str, params: dict, says: str):
+    response = api.post(f"/api/playgrounds/{slug}/runs", json=params)
+    assert response.status_code == 422, response.text
+    assert says in response.text
+
+
+def test_a_prompt_too_long_for_the_attention_view_fails_with_a_reason(api: httpx.Client):
+    run_id = start_run(api, "attention", {"prompt": "9 " * 299})  # ~300 tokens, 598 chars
+    read_events(api, run_id)
+    run = api.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "failed" and "takes 160" in run["error"]
