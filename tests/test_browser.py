@@ -49,7 +49,7 @@ def page(browser, site: str) -> Iterator[object]:
 def test_home_lists_six_chapters(page, site: str) -> None:
     page.goto(site + "/")
     assert page.locator(".chapter-card").count() == 6
-    assert page.get_by_text("No playgrounds yet").count() == 3
+    assert page.get_by_text("No playgrounds yet").count() == 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     assert not page.foreign_hosts
@@ -206,3 +206,57 @@ def test_query_trace_and_pgvector_show_their_results(page, site: str) -> None:
     pgv.screenshot(path=str(ARTIFACTS / "pgvector-playground.png"))
     page.screenshot(path=str(ARTIFACTS / "vector-search-chapter.png"), full_page=True)
     assert not page.console_errors
+
+
+def test_generate_streams_tokens_into_the_page(page, site: str) -> None:
+    page.goto(site + "/chapters/transformers/")
+    playground = page.locator("#pg-generate")
+    playground.locator("input[name=max_new_tokens]").fill("12")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".generated .tok-new").first.wait_for(timeout=60_000)  # while running
+    playground.locator(".status.succeeded").wait_for(timeout=120_000)
+    assert playground.locator("canvas[data-chart=token-latency]").count() == 1
+    assert playground.locator(".generated-final").inner_text().strip()
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "generate-playground.png"))
+    assert not page.foreign_hosts and not page.console_errors
+
+
+def test_attention_heads_and_temperature_redraw_in_place(page, site: str) -> None:
+    page.goto(site + "/chapters/transformers/")
+    playground = page.locator("#pg-attention")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".status.succeeded").wait_for(timeout=120_000)
+    probs = """() => {
+      const canvas = document.querySelector('#pg-attention canvas[data-chart=next-token]');
+      return Chart.getChart(canvas).data.datasets[0].data[0];
+    }"""
+    at_one = page.evaluate(probs)
+    playground.locator("[data-temperature]").fill("0")  # the coolest temperature
+    assert page.evaluate(probs) > at_one
+    playground.locator("[data-head]").select_option("4")
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "attention-playground.png"))
+    page.screenshot(path=str(ARTIFACTS / "transformers-chapter.png"), full_page=True)
+    assert not page.console_errors
+
+
+def test_inference_chapter_kv_cache_and_tiled_attention(page, site: str) -> None:
+    page.goto(site + "/chapters/inference/")
+    kv = page.locator("#pg-kv-cache")
+    kv.locator("input[name=max_new_tokens]").fill("8")
+    kv.get_by_role("button", name="Run").click()
+    kv.locator(".status.succeeded").wait_for(timeout=180_000)
+    assert "Same tokens both ways: yes" in kv.inner_text()
+    kv.scroll_into_view_if_needed()
+    kv.screenshot(path=str(ARTIFACTS / "kv-cache-playground.png"))
+
+    tiled = page.locator("#pg-tiled-attention")
+    tiled.locator("input[name=seq_lens]").fill("128, 256")
+    tiled.get_by_role("button", name="Run").click()
+    tiled.locator(".status.succeeded").wait_for(timeout=120_000)
+    assert tiled.locator("canvas[data-chart=attn-time]").count() == 1
+    tiled.scroll_into_view_if_needed()
+    tiled.screenshot(path=str(ARTIFACTS / "tiled-attention-playground.png"))
+    page.screenshot(path=str(ARTIFACTS / "inference-chapter.png"), full_page=True)
+    assert not page.foreign_hosts and not page.console_errors

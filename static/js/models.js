@@ -57,7 +57,7 @@
       const slider = view.querySelector("[data-temperature]");
       const label = view.querySelector("[data-temperature-label]");
       const temps = r.next.temperatures;
-      const probs = () => r.next.probs[String(temps[+slider.value])];
+      const probs = () => Object.values(r.next.probs)[+slider.value]; // in temperature order
       const chart = new Chart(canvas, { type: "bar",
         data: { labels: r.next.tokens.map((t) => JSON.stringify(t)), datasets: [{ data: probs(), backgroundColor: PALETTE[0] }] },
         options: base({ indexAxis: "y", plugins: { legend: { display: false } },
