@@ -47,7 +47,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install  ## benchmarks, ratios against their peers
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/embed.py
+	for script in bench/*.py; do HF_HUB_OFFLINE=1 $(BIN)/python $$script || exit 1; done
 
 clean:  ## remove local data (var/) and test artifacts
 	rm -rf var test-artifacts

@@ -1,0 +1,95 @@
+"""Each precision's size, speed and quality against fp32, for SmolLM2 and MiniLM.
+
+    python bench/quantize.py [--group-size 32] [--new-tokens 64] [--sentences 256]
+
+Runs ``learn.lab.quantbench`` (the same code as the quantize playground) on this machine's
+device. Goals on CPU (printed as met or not, never hidden): int8 dynamic MiniLM ≥ 1.5×
+fp32 with cosine ≥ 0.99; int8 weight-only SmolLM2 ≥ 3.5× smaller with perplexity within
++2%; int4 group-wise ≥ 6× smaller with perplexity within +10%. Ends with ``RESULT <json>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from learn.lab.embeddings import pick_device
+from learn.lab.models import library_versions
+from learn.lab.quantbench import bench_minilm, bench_smollm2
+
+VARIANTS = ["fp32", "bf16", "fp16", "int8-dynamic", "int8-weight", "int4-weight"]
+
+
+def table(model: str, rows: list[dict]) -> None:
+    print(f"\n{model}")
+    print(f"{'variant':<14} {'MB':>8} {'smaller':>8} {'speed':>10} {'vs fp32':>8}  quality")
+    for r in rows:
+        if r["skipped"]:
+            print(f"{r['variant']:<14} skipped: {r['skipped']}")
+            continue
+        quality = ", ".join(f"{k} {v}" for k, v in r["quality"].items() if k != "sample")
+        print(
+            f"{r['variant']:<14} {r['weight_bytes'] / 1e6:>8.1f} {r['size_ratio']:>7.2f}x "
+            f"{r['speed']:>10.1f} {r['speedup']:>7.2f}x  {quality}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--sentences", type=int, default=256)
+    args = parser.parse_args()
+    device = pick_device()
+
+    smollm2 = bench_smollm2(
+        VARIANTS, device=device, group_size=args.group_size, new_tokens=args.new_tokens
+    )
+    table(f"SmolLM2-135M-Instruct, decode tokens/s, on {device}", smollm2)
+    minilm = bench_minilm(VARIANTS, device=device, sentences=args.sentences)
+    table(f"all-MiniLM-L6-v2, sentences/s, on {device}", minilm)
+
+    by = {("smollm2", r["variant"]): r for r in smollm2} | {
+        ("minilm", r["variant"]): r for r in minilm
+    }
+    ppl = by[("smollm2", "fp32")]["quality"]["perplexity"]
+
+    def ppl_rise(variant: str) -> float:
+        return by[("smollm2", variant)]["quality"]["perplexity"] / ppl - 1
+
+    goals = {
+        "minilm_int8_dynamic_speedup>=1.5": by[("minilm", "int8-dynamic")]["speedup"] >= 1.5,
+        "minilm_int8_dynamic_cos>=0.99": by[("minilm", "int8-dynamic")]["quality"]["cosine_mean"]
+        >= 0.99,
+        "smollm2_int8_weight_smaller>=3.5": by[("smollm2", "int8-weight")]["size_ratio"] >= 3.5,
+        "smollm2_int8_weight_ppl<=+2%": ppl_rise("int8-weight") <= 0.02,
+        "smollm2_int4_weight_smaller>=6": by[("smollm2", "int4-weight")]["size_ratio"] >= 6,
+        "smollm2_int4_weight_ppl<=+10%": ppl_rise("int4-weight") <= 0.10,
+    }
+    print("\nGoals:")
+    for name, met in goals.items():
+        print(f"  {'met ' if met else 'MISS'} {name}")
+    print("  (size ratios count the tied 49,152 x 576 embedding, which stays in floating point)")
+    for rows in (smollm2, minilm):
+        for r in rows:
+            r["quality"].pop("sample", None)
+    result = {
+        "bench": "quantize",
+        "device": device,
+        "group_size": args.group_size,
+        "smollm2": smollm2,
+        "minilm": minilm,
+        "goals": goals,
+        "versions": library_versions(),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
