@@ -126,7 +126,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "tool-using agents",
             "semantic caching",
         ),
-        lesson_template=None,
+        lesson_template="lessons/rag-agents.html",
     ),
 )
 

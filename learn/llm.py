@@ -203,3 +203,27 @@ class WeightInspectParams(PlaygroundParams):
         if self.model == "minilm" and self.layer >= MINILM_LAYERS:
             raise ValueError(f"MiniLM has layers 0-{MINILM_LAYERS - 1}")
         return self
+
+
+class MCTSParams(PlaygroundParams):
+    board: str = Field(
+        default="." * 9,
+        min_length=9,
+        max_length=9,
+        pattern=r"^[XO.]{9}$",
+        description="9 cells row by row: X, O or . (X moves first)",
+    )
+    simulations: int = Field(default=2_000, ge=10, le=20_000)
+    c: float = Field(default=1.4, ge=0, le=10, description="exploration constant (UCT)")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def playable(self) -> MCTSParams:
+        from learn.lab.mcts import winner
+
+        x, o = self.board.count("X"), self.board.count("O")
+        if x - o not in (0, 1):
+            raise ValueError(f"X moves first, so X has as many marks as O or one more ({x}/{o})")
+        if winner(self.board):
+            raise ValueError("the game is over: start a new one")
+        return self

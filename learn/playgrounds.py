@@ -454,6 +454,16 @@ PLAYGROUNDS: dict[str, Playground] = {
             time_limit=60,
         ),
         Playground(
+            slug="mcts",
+            title="Monte Carlo tree search",
+            chapter="rag-agents",
+            summary="Play noughts and crosses against MCTS and see how many simulations "
+            "it spent on each move before choosing.",
+            params=llm.MCTSParams,
+            queue="cpu",
+            time_limit=60,
+        ),
+        Playground(
             slug="bpe-train",
             title="Train BPE",
             chapter="tokenization",

@@ -49,7 +49,7 @@ def page(browser, site: str) -> Iterator[object]:
 def test_home_lists_six_chapters(page, site: str) -> None:
     page.goto(site + "/")
     assert page.locator(".chapter-card").count() == 6
-    assert page.get_by_text("No playgrounds yet").count() == 1
+    assert page.get_by_text("No playgrounds yet").count() == 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     assert not page.foreign_hosts
@@ -260,3 +260,20 @@ def test_inference_chapter_kv_cache_and_tiled_attention(page, site: str) -> None
     tiled.screenshot(path=str(ARTIFACTS / "tiled-attention-playground.png"))
     page.screenshot(path=str(ARTIFACTS / "inference-chapter.png"), full_page=True)
     assert not page.foreign_hosts and not page.console_errors
+
+
+def test_noughts_and_crosses_against_mcts(page, site: str) -> None:
+    page.goto(site + "/chapters/rag-agents/")
+    playground = page.locator("#pg-mcts")
+    playground.locator("input[name=simulations]").fill("300")
+    playground.get_by_role("button", name="Run").click()
+    playground.locator(".status.succeeded").wait_for(timeout=60_000)
+    first = playground.locator("form.ttt .cell").all_inner_texts()
+    assert first.count("X") == 1
+    playground.locator("form.ttt button.cell").first.click()  # our O; a new run replies
+    playground.locator("form.ttt .cell", has_text="O").wait_for(timeout=60_000)
+    marks = playground.locator("form.ttt .cell").all_inner_texts()
+    assert marks.count("X") == 2 and marks.count("O") == 1
+    playground.scroll_into_view_if_needed()
+    playground.screenshot(path=str(ARTIFACTS / "mcts-playground.png"))
+    assert not page.console_errors

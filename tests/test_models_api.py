@@ -165,3 +165,13 @@ def test_a_prompt_too_long_for_the_attention_view_fails_with_a_reason(api: httpx
     read_events(api, run_id)
     run = api.get(f"/api/runs/{run_id}").json()
     assert run["status"] == "failed" and "takes 160" in run["error"]
+
+
+def test_mcts_takes_the_winning_move_and_refuses_impossible_boards(api: httpx.Client):
+    result = finished_run(api, "mcts", {"board": "XX.OO....", "simulations": 500})["result"]
+    assert result["player"] == "X" and result["move"] == 2  # three in a row
+    assert result["after"] == "XXXOO...." and result["winner"] == "X"
+    assert sum(result["visits"]) <= 500 and result["visits"][2] == max(result["visits"])
+    for board, says in (("XXX......", "X moves first"), ("XXXOO....", "game is over")):
+        response = api.post("/api/playgrounds/mcts/runs", json={"board": board})
+        assert response.status_code == 422 and says in response.text

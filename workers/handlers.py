@@ -250,6 +250,7 @@ def _chapters45() -> dict[str, Handler]:
         "tiled-attention": llm.tiled_attention,
         "speculative": llm.speculative,
         "moe": llm.moe,
+        "mcts": llm.mcts,
         "sparse-attention": llm.sparse_attention,
         "quantize": llm.quantize,
         "weight-inspect": llm.weight_inspect,

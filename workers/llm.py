@@ -375,3 +375,19 @@ def weight_inspect(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     assert found is not None, name
     report = inspect_weight(found[0], p["scheme"], p["group_size"])
     return {**report, "model": p["model"], "name": name, "device": "cpu"}
+
+
+def mcts(run: Run, emit: Emit, device: str) -> dict[str, Any]:
+    from learn.lab.mcts import mcts as search
+    from learn.lab.mcts import play, winner
+
+    p = run.params
+    found = search(p["board"], p["simulations"], p["c"], p["seed"], emit=emit)
+    after = play(p["board"], found.move, found.player)
+    return {
+        **asdict(found),
+        "board": p["board"],
+        "after": after,
+        "winner": winner(after),
+        "device": "cpu",
+    }

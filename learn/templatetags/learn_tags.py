@@ -69,3 +69,14 @@ def share_query(params: dict) -> str:
 def kv_group(head: int, group: int) -> int:
     """The key/value head a query head reads under grouped-query attention."""
     return int(head) // int(group)
+
+
+@register.filter
+def index(values: list, i: int) -> object:
+    return values[int(i)]
+
+
+@register.simple_tag
+def move_on(board: str, cell: int, player: str) -> str:
+    """The board with ``player``'s mark in ``cell`` (noughts and crosses, 9 characters)."""
+    return board[:cell] + player + board[cell + 1 :]
