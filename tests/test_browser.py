@@ -258,6 +258,13 @@ def test_inference_chapter_kv_cache_and_tiled_attention(page, site: str) -> None
     assert tiled.locator("canvas[data-chart=attn-time]").count() == 1
     tiled.scroll_into_view_if_needed()
     tiled.screenshot(path=str(ARTIFACTS / "tiled-attention-playground.png"))
+
+    paged = page.locator("#pg-paged-kv")
+    paged.get_by_role("button", name="Run").click()
+    paged.locator(".status.succeeded").wait_for(timeout=60_000)
+    assert paged.locator(".block.shared").count() > 0  # the shared prefix, drawn
+    paged.scroll_into_view_if_needed()
+    paged.screenshot(path=str(ARTIFACTS / "paged-kv-playground.png"))
     page.screenshot(path=str(ARTIFACTS / "inference-chapter.png"), full_page=True)
     assert not page.foreign_hosts and not page.console_errors
 

@@ -7,6 +7,14 @@ import pytest
 
 from tests.support import finished_run, read_events, start_run
 
+
+def finished_run_status(api: httpx.Client, slug: str, params: dict) -> dict:
+    """Start a run and follow it to its end, whatever that end is."""
+    run_id = start_run(api, slug, params)
+    read_events(api, run_id)
+    return api.get(f"/api/runs/{run_id}").json()
+
+
 REPEAT = "Repeat exactly: the red fox jumps over the red fence and the red fox runs home."
 
 
@@ -94,6 +102,12 @@ def test_positions_paged_cache_tiled_attention_and_moe(api: httpx.Client):
     assert peak["allocated_slots"] <= peak["contiguous_slots"]
     assert paged["result"]["waste_paged"] < paged["result"]["waste_contiguous"]
     assert peak["blocks_shared"] >= 1
+    snapshot = paged["result"]["snapshot"]
+    blocks = [b for table in snapshot["tables"].values() for b in table]
+    shared = {b for b in blocks if blocks.count(b) > 1}
+    assert shared and all(snapshot["refcount"][b] == blocks.count(b) for b in set(blocks))
+    tiny = finished_run_status(api, "paged-kv", {"requests": 8, "num_blocks": 4})
+    assert tiny["status"] == "failed" and "The pool ran out" in tiny["error"]
 
     tiled = finished_run(
         api, "tiled-attention", {"seq_lens": [64, 128], "d": 16, "heads": 2, "block_size": 32}
@@ -161,9 +175,7 @@ def test_bad_requests_get_a_422(api: httpx.Client, slug: str, params: dict, says
 
 
 def test_a_prompt_too_long_for_the_attention_view_fails_with_a_reason(api: httpx.Client):
-    run_id = start_run(api, "attention", {"prompt": "9 " * 299})  # ~300 tokens, 598 chars
-    read_events(api, run_id)
-    run = api.get(f"/api/runs/{run_id}").json()
+    run = finished_run_status(api, "attention", {"prompt": "9 " * 299})  # ~300 tokens
     assert run["status"] == "failed" and "takes 160" in run["error"]
 
 

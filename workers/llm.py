@@ -162,7 +162,8 @@ def kv_cache(run: Run, emit: Emit, device: str) -> dict[str, Any]:
 def paged_kv(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     import random
 
-    from learn.lab.generation import KVCache, Request, simulate_paged
+    from learn.lab.generation import KVCache, OutOfBlocks, Request, simulate_paged
+    from workers.tasks import PlaygroundError
 
     p = run.params
     rng = random.Random(p["seed"])
@@ -176,20 +177,29 @@ def paged_kv(run: Run, emit: Emit, device: str) -> dict[str, Any]:
         for i in range(p["requests"])
     ]
     per_slot = KVCache.bytes_for(30, 3, 64, 1, 4)  # SmolLM2's K and V per token, fp32
-    history = simulate_paged(
-        requests,
-        block_size=p["block_size"],
-        num_blocks=p["num_blocks"],
-        max_len=p["max_len"],
-        shared_prefix=p["shared_prefix"],
-        bytes_per_slot=per_slot,
-        emit=stage(emit, 0, 100),
-    )
+    snapshot: dict[str, Any] = {}
+    try:
+        history = simulate_paged(
+            requests,
+            block_size=p["block_size"],
+            num_blocks=p["num_blocks"],
+            max_len=p["max_len"],
+            shared_prefix=p["shared_prefix"],
+            bytes_per_slot=per_slot,
+            peak=snapshot,
+            emit=stage(emit, 0, 100),
+        )
+    except OutOfBlocks as exc:
+        raise PlaygroundError(
+            f"The pool ran out: {exc}. Give it more blocks or serve fewer requests; "
+            "a real server would make a request wait or preempt one."
+        ) from exc
     peak = max(history, key=lambda s: s.allocated_slots)
     return {
         "requests": [asdict(r) for r in requests],
         "steps": [asdict(s) for s in history],
         "peak": asdict(peak),
+        "snapshot": snapshot,
         "waste_paged": peak.waste_slots / max(peak.allocated_slots, 1),
         "waste_contiguous": peak.contiguous_waste_slots / max(peak.contiguous_slots, 1),
         "bytes_per_slot": per_slot,

@@ -676,6 +676,7 @@ def simulate_paged(
     max_len: int = 2048,
     shared_prefix: int = 0,
     bytes_per_slot: int = 0,
+    peak: dict[str, Any] | None = None,
     emit: Emit = no_emit,
 ) -> list[PagedStats]:
     """Serve ``requests`` step by step: each active sequence adds one token per step.
@@ -683,6 +684,8 @@ def simulate_paged(
     A request arrives at ``arrival_step`` with its prompt, grows by one token per step,
     and is freed after ``output_tokens`` steps. Sharers point at the first sharer's prompt
     blocks. Emits ``partial`` with the step and its stats; returns the stats of every step.
+    If ``peak`` is a dict, it is filled with the busiest step's ``step``, block ``tables``,
+    sequence ``lengths`` and per-block ``refcount``: a picture of the pool at its fullest.
     """
     alloc = PagedKVAllocator(num_blocks, block_size, max_len, bytes_per_slot)
     remaining: dict[str, int] = {}
@@ -708,6 +711,14 @@ def simulate_paged(
                 alloc.append(sid)
                 remaining[sid] -= 1
         stats = alloc.stats()
+        if peak is not None and stats.allocated_slots > peak.get("allocated_slots", -1):
+            peak.update(
+                step=step,
+                allocated_slots=stats.allocated_slots,
+                tables={sid: list(t) for sid, t in alloc.tables.items()},
+                lengths=dict(alloc.lengths),
+                refcount=list(alloc.refcount),
+            )
         history.append(stats)
         emit("partial", step=step, **stats.__dict__)
     return history

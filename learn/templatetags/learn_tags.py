@@ -80,3 +80,8 @@ def index(values: list, i: int) -> object:
 def move_on(board: str, cell: int, player: str) -> str:
     """The board with ``player``'s mark in ``cell`` (noughts and crosses, 9 characters)."""
     return board[:cell] + player + board[cell + 1 :]
+
+
+@register.filter
+def lookup(mapping: dict, key: object) -> object:
+    return mapping.get(key)

@@ -113,7 +113,7 @@
       new Chart(canvas, { type: "line",
         data: { datasets: [line("tokens held", "logical_tokens", PALETTE[2]), line("paged: slots allocated", "allocated_slots", PALETTE[0]),
           line("contiguous: slots reserved", "contiguous_slots", PALETTE[1])] },
-        options: base({ parsing: false, scales: { x: axis("step", { type: "linear" }), y: axis("token slots", { type: "logarithmic" }) } }) });
+        options: base({ parsing: false, scales: { x: axis("step", { type: "linear" }), y: axis("token slots", { beginAtZero: true }) } }) });
     },
 
     "attn-time"(canvas) { attnChart(canvas, "ms", "milliseconds per call"); },
