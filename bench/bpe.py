@@ -30,17 +30,13 @@ import pydoc_data.topics
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from learn.lab.bpe import (  # the naive loop, timed stepwise
+from learn.lab.bpe import (
     GPT2_PATTERN,
     BPEConfig,
     BPETokenizer,
-    _best,
-    _merge_word,
-    _pair_counts,
-    base_vocab,
+    naive_train,
     token_bytes,
     train_bpe,
-    word_counts,
 )
 
 
@@ -78,29 +74,11 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
-def naive_time(text: str, config: BPEConfig, budget: float) -> tuple[float, int, bool]:
-    """The course's trainer, timed: (seconds, merges done, finished?)."""
+def naive_time(text: str, config: BPEConfig, budget: float, merges: int) -> tuple[float, int]:
+    """The course's trainer, timed: (seconds, merges done); it stops once over ``budget``."""
     start = time.perf_counter()
-    counts = word_counts(text, config)
-    vocab = base_vocab(config)
-    ids = {token: i for i, token in enumerate(vocab)}
-    words = [([ids[c] for c in word], n) for word, n in counts.items()]
-    done = 0
-    while len(vocab) < config.vocab_size:
-        pairs = _pair_counts(words)
-        if not pairs:
-            return time.perf_counter() - start, done, True
-        (a, b), _ = _best(pairs)
-        token = vocab[a] + vocab[b]
-        new = ids.setdefault(token, len(vocab))
-        if new == len(vocab):
-            vocab.append(token)
-        for word, _ in words:
-            _merge_word(word, a, b, new)
-        done += 1
-        if time.perf_counter() - start > budget:
-            return time.perf_counter() - start, done, False
-    return time.perf_counter() - start, done, True
+    done = len(naive_train(text, config, time_budget=budget))
+    return time.perf_counter() - start, min(done, merges)
 
 
 def tiktoken_encoding(ours: BPETokenizer):
@@ -131,8 +109,9 @@ def main() -> None:
             same = [[ours.vocab[a], ours.vocab[b]] for a, b in ours.merges] == json.loads(
                 hf.to_str()
             )["model"]["merges"]
-            naive_s, naive_done, finished = naive_time(text, config, args.naive_seconds)
             merges = len(ours.merges)
+            naive_s, naive_done = naive_time(text, config, args.naive_seconds, merges)
+            finished = naive_done == merges
             naive_total = naive_s if finished else naive_s / max(naive_done, 1) * merges
             trained[(name, vocab_size)] = ours
             figures.append(

@@ -270,12 +270,16 @@ def _flush(emit: Emit, pending: list[dict[str, Any]], done: int, wanted: int) ->
     emit("progress", pct=min(pct, 100.0), message=f"{done:,} of {wanted:,} merges")
 
 
-def naive_train(text: str, config: BPEConfig) -> list[tuple[str, str]]:
+def naive_train(
+    text: str, config: BPEConfig, *, time_budget: float | None = None
+) -> list[tuple[str, str]]:
     """The course's trainer: recount every pair over the whole corpus before each merge.
 
     Same tie rule as :func:`train_bpe`; returns the merges as ``(left, right)`` tokens.
-    O(merges × corpus): fine for a paragraph, hopeless for a book.
+    O(merges × corpus): fine for a paragraph, hopeless for a book. With ``time_budget``
+    (seconds) it stops after the merge that crosses it (for benchmarks).
     """
+    started = time.perf_counter()
     counts = word_counts(text, config)
     vocab = base_vocab(config)
     ids = {token: i for i, token in enumerate(vocab)}
@@ -293,6 +297,8 @@ def naive_train(text: str, config: BPEConfig) -> list[tuple[str, str]]:
         merges.append((vocab[a], vocab[b]))
         for word, _ in words:
             _merge_word(word, a, b, new)
+        if time_budget is not None and time.perf_counter() - started > time_budget:
+            break
     return merges
 
 

@@ -13,7 +13,7 @@ can fill in while the rest run. Rows are plain dicts (JSON-able)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -92,16 +92,8 @@ def bench_minilm(
     base_model = encoder.model
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
-    order = ["fp32", *[v for v in variants if v != "fp32"]]
-    for i, variant in enumerate(order):
-        emit("progress", pct=100 * i / len(order), message=f"MiniLM {variant}")
-        reason = _skip_reason(variant, device)
-        if reason:
-            rows.append(_row(variant, device, skipped=reason))
-            emit("partial", row=rows[-1])
-            continue
+    for variant, target in _runnable(variants, device, "MiniLM", rows, emit):
         start = time.perf_counter()
-        target = "cpu" if variant == "int8-dynamic" else device
         model = quantized_copy(base_model.cpu(), variant, skip=("pooler",), fused=False)
         model = model.to(target)
         convert_s = time.perf_counter() - start
@@ -125,8 +117,7 @@ def bench_minilm(
                 },
             )
         )
-        _relative(rows)
-        emit("partial", row=rows[-1])
+        _measured(rows, emit)
     encoder.model = base_model
     return rows
 
@@ -160,15 +151,7 @@ def bench_smollm2(
     base = load_llama("cpu", torch.float32)
     rows: list[dict[str, Any]] = []
     reference: torch.Tensor | None = None
-    order = ["fp32", *[v for v in variants if v != "fp32"]]
-    for i, variant in enumerate(order):
-        emit("progress", pct=100 * i / len(order), message=f"SmolLM2 {variant}")
-        reason = _skip_reason(variant, device)
-        if reason:
-            rows.append(_row(variant, device, skipped=reason))
-            emit("partial", row=rows[-1])
-            continue
-        target = "cpu" if variant == "int8-dynamic" else device
+    for variant, target in _runnable(variants, device, "SmolLM2", rows, emit):
         start = time.perf_counter()
         model = quantized_copy(base, variant, group_size=group_size).to(target)
         convert_s = time.perf_counter() - start
@@ -195,10 +178,34 @@ def bench_smollm2(
                 },
             )
         )
-        _relative(rows)
-        emit("partial", row=rows[-1])
+        _measured(rows, emit)
         del model
     return rows
+
+
+def _runnable(
+    variants: list[str], device: str, model: str, rows: list[dict[str, Any]], emit: Emit
+) -> Iterator[tuple[str, str]]:
+    """fp32 first (the reference), then the others: ``(variant, device to run it on)``.
+
+    Reports progress, and records (and emits) a skipped row for each variant this device
+    cannot run.
+    """
+    order = ["fp32", *[v for v in variants if v != "fp32"]]
+    for i, variant in enumerate(order):
+        emit("progress", pct=100 * i / len(order), message=f"{model} {variant}")
+        reason = _skip_reason(variant, device)
+        if reason:
+            rows.append(_row(variant, device, skipped=reason))
+            emit("partial", row=rows[-1])
+            continue
+        yield variant, "cpu" if variant == "int8-dynamic" else device
+
+
+def _measured(rows: list[dict[str, Any]], emit: Emit) -> None:
+    """The last row is measured: add its ratios to fp32 and emit it."""
+    _relative(rows)
+    emit("partial", row=rows[-1])
 
 
 def _row(variant: str, device: str, *, skipped: str | None = None, **measured: Any) -> dict:
