@@ -124,6 +124,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "retrieval-augmented generation",
             "chunking and re-ranking",
             "tool-using agents",
+            "planning by search (MCTS)",
             "semantic caching",
         ),
         lesson_template="lessons/rag-agents.html",
