@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -345,10 +346,10 @@ def converted_weights(gguf_path: Path | None = None) -> tuple[LlamaConfig, Path]
             return LlamaConfig(**saved["config"]), weights
     cfg, sd = convert_gguf(gguf_path)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp")
+    tmp = weights.with_suffix(f".{os.getpid()}.tmp")  # one per process: two may convert at once
     save_file(sd, str(tmp))
     tmp.replace(weights)  # atomic: a concurrent loader never reads half a file
-    tmp_meta = meta.with_suffix(".tmp")
+    tmp_meta = meta.with_suffix(f".{os.getpid()}.tmp")
     tmp_meta.write_text(json.dumps({"config": asdict(cfg), "fingerprint": want}, indent=1))
     tmp_meta.replace(meta)
     return cfg, weights
