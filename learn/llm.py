@@ -116,7 +116,10 @@ class SpeculativeParams(PlaygroundParams):
     max_new_tokens: int = Field(default=64, ge=1, le=200)
     ngram: int = Field(default=3, ge=1, le=8, description="prompt lookup: n-gram to match")
     num_draft: int = Field(default=8, ge=1, le=16, description="tokens drafted per step")
-    draft_layers: int = Field(default=10, ge=1, lt=SMOLLM2_LAYERS, description="draft model")
+    draft: Literal["fp16", "layers"] = Field(
+        default="fp16", description="draft model: an fp16 copy, or the first draft_layers layers"
+    )
+    draft_layers: int = Field(default=10, ge=1, lt=SMOLLM2_LAYERS)
 
 
 class SparseAttentionParams(PlaygroundParams):

@@ -71,7 +71,7 @@ def test_kv_cache_gives_the_same_tokens_and_measures_both(api: httpx.Client):
 
 
 def test_speculative_decoding_returns_plain_greedy_output(api: httpx.Client):
-    params = {"prompt": REPEAT, "max_new_tokens": 16, "num_draft": 6, "draft_layers": 8}
+    params = {"prompt": REPEAT, "max_new_tokens": 16, "num_draft": 6}
     result = finished_run(api, "speculative", params)["result"]
     for method in ("lookup", "draft"):
         assert result[method]["same_as_greedy"], method

@@ -7,6 +7,7 @@ the device its numbers were measured on.
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import cache
 from typing import Any
 
 from learn.lab.events import Emit
@@ -265,8 +266,13 @@ def speculative(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     lookup = speculative_prompt_lookup(
         model, ids, n, p["ngram"], p["num_draft"], tokenizer=tokenizer, emit=tagged("lookup")
     )
-    emit("progress", pct=65, message=f"Draft model: the first {p['draft_layers']} layers")
-    draft = truncated(model, p["draft_layers"])
+    if p.get("draft", "fp16") == "fp16":
+        label = "an fp16 copy of the model"
+        draft = _fp16_draft(model)
+    else:
+        label = f"the first {p['draft_layers']} layers"
+        draft = truncated(model, p["draft_layers"])
+    emit("progress", pct=65, message=f"Draft model: {label}")
     drafted = speculative_draft_model(
         model, draft, ids, n, min(p["num_draft"], 8), tokenizer=tokenizer, emit=tagged("draft")
     )
@@ -286,9 +292,17 @@ def speculative(run: Run, emit: Emit, device: str) -> dict[str, Any]:
         "plain": _generation(plain),
         "lookup": summary(lookup),
         "draft": summary(drafted),
-        "draft_layers": p["draft_layers"],
+        "draft_label": label,
         "device": str(model.device),
     }
+
+
+@cache
+def _fp16_draft(model: Any) -> Any:
+    """SmolLM2 in fp16, made once per worker: same tokenizer, half the bytes per step."""
+    from learn.lab.llama import half_precision
+
+    return half_precision(model)
 
 
 def _pieces(spec: Any) -> list[tuple[list[int], bool]]:
