@@ -191,17 +191,36 @@ class Llama(nn.Module):
         # Tied embeddings: one (C, vocab) matrix; column i embeds token i, and logits are
         # x @ it. Stored (C, vocab) rather than (vocab, C) for the fast matrix-vector layout.
         self.embed = nn.Parameter(torch.empty(cfg.dim, cfg.vocab_size))
+        self.embed_q: nn.Module | None = None  # the table quantized (see quantize_tied_embedding)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.rope_cache: tuple[Tensor, Tensor] | None = None  # (cos, sin), each (max_seq_len, hs)
 
     @property
     def device(self) -> torch.device:
-        return self.embed.device
+        return self.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed.dtype
+        return self.norm.weight.dtype
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """ids (B, T) -> (B, T, C): one column of the tied table per token."""
+        if self.embed_q is not None:
+            return self.embed_q.lookup(ids).to(self.dtype)
+        return self.embed.t()[ids]
+
+    def output(self, x: Tensor) -> Tensor:
+        """x (B, T, C) -> logits (B, T, vocab) through the same (tied) table."""
+        if self.embed_q is not None:
+            return self.embed_q(x)
+        return x @ self.embed
+
+    def quantize_tied_embedding(self, make: Any) -> None:
+        """Swap the tied table for ``make(table (vocab, C))``: a module whose ``lookup(ids)``
+        returns rows and whose ``forward(x)`` returns logits (``learn.lab.quantize``)."""
+        self.embed_q = make(self.embed.detach().t())
+        self.embed = None
 
     def _rope(self) -> tuple[Tensor, Tensor]:
         if self.rope_cache is None or self.rope_cache[0].device != self.device:
@@ -255,7 +274,7 @@ class Llama(nn.Module):
         if (T > 1 and first_key < start_pos) or attn_layer is not None:
             rows = torch.arange(start_pos, end, device=ids.device)[:, None]  # query positions
             mask = torch.arange(first_key, end, device=ids.device)[None, :] <= rows  # (T, S)
-        x = self.embed.t()[ids]  # (B, T, C): gathers columns
+        x = self.embed_tokens(ids)  # (B, T, C): gathers columns
         weights = None
         for i, block in enumerate(self.layers):
             h, w = block.attention(
@@ -267,7 +286,7 @@ class Llama(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.norm(x)
-        logits = x @ self.embed  # (B, T, vocab)
+        logits = self.output(x)  # (B, T, vocab)
         return logits.float(), weights
 
 

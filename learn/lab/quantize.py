@@ -121,12 +121,16 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", weights.scale)
         self.register_buffer("bias", None if bias is None else bias.detach().float())
         self.fused = fused and _has_op("_weight_int8pack_mm")
+        # the kernel's own scale argument, left at 1: the fp32 scale is applied after it
+        self.register_buffer("_ones", torch.ones(self.out_features, dtype=torch.bfloat16), False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused and x.device.type == "cpu" and _rows(x) <= FUSED_MAX_ROWS:
-            flat = x.reshape(-1, self.in_features)
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.q, self.scale.to(x.dtype))
-            y = y.reshape(*x.shape[:-1], self.out_features)
+            # PyTorch's int8 CPU kernel is fast with bf16 activations only (on fp32 ones it
+            # is ~10x slower than a float matmul), so decoding computes in bf16 here
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.q, self._ones)
+            y = (y.to(x.dtype) * self.scale.to(x.dtype)).reshape(*x.shape[:-1], self.out_features)
         else:  # gpt-fast's form: the scale is applied after the matmul, per output
             y = F.linear(x, self.q.to(x.dtype)) * self.scale.to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
@@ -201,6 +205,25 @@ class Int4Linear(nn.Module):
     def dequantized(self) -> Tensor:
         """The (out, in) weight this layer multiplies by."""
         return self._dequantize()
+
+
+class Int8Embedding(nn.Module):
+    """A tied (vocab, C) table in int8, one scale per token row.
+
+    ``lookup`` de-quantizes only the rows asked for; ``forward`` is the output projection
+    (logits = x · tableᵀ) through :class:`Int8Linear`. A vocabulary of 49,152 × 576 is a
+    fifth of SmolLM2's weights, so leaving it in fp32 caps what quantization can save.
+    """
+
+    def __init__(self, table: Tensor, *, fused: bool = True) -> None:
+        super().__init__()
+        self.linear = Int8Linear(table, fused=fused)
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        return self.linear.q[ids].float() * self.linear.scale[ids][..., None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
 
 
 # ------------------------------------------------------------------------ whole models
@@ -291,6 +314,9 @@ def quantized_copy(
             warnings.simplefilter("ignore")  # per-channel scales: one outlier row spoils less
             spec = {nn.Linear: per_channel_dynamic_qconfig}
             return quantize_dynamic(copied.float().cpu(), spec, dtype=torch.qint8)
+    tie = getattr(copied, "quantize_tied_embedding", None)
+    if tie is not None:  # the tied table: int8 in both schemes (rows must be gathered)
+        tie(lambda table: Int8Embedding(table, fused=fused))
     if variant == "int8-weight":
         replace_linears(copied, lambda w, b: Int8Linear(w, b, fused=fused), skip=skip)
         return copied

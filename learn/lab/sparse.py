@@ -35,12 +35,12 @@ def masked_logits(model: Any, ids: Tensor, mask: Tensor) -> Tensor:
     t = ids.shape[1]
     cos, sin = model._rope()
     cos, sin = cos[:t], sin[:t]  # (T, hs)
-    x = model.embed.t()[ids]  # (1, T, C)
+    x = model.embed_tokens(ids)  # (1, T, C)
     for i, block in enumerate(model.layers):
         h, _ = block.attention(block.attention_norm(x), cos, sin, mask, None, i, 0)
         x = x + h
         x = x + block.feed_forward(block.ffn_norm(x))
-    return (model.norm(x) @ model.embed)[0].float()  # (T, vocab)
+    return model.output(model.norm(x))[0].float()  # (T, vocab)
 
 
 def window_quality(

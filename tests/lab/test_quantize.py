@@ -66,7 +66,9 @@ def test_int8_linear_equals_dequantize_then_matmul(fused: bool, bias: bool, rows
     layer = Int8Linear(linear.weight, linear.bias, fused=fused)
     x = torch.randn(rows, 5, 256)
     expected = nn.functional.linear(x, dequantize_int8(quantize_int8(linear.weight)), linear.bias)
-    torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=1e-4)
+    fused_decode = fused and rows * 5 <= 16  # the kernel path computes in bf16
+    tolerance = 2e-2 if fused_decode else 1e-4
+    torch.testing.assert_close(layer(x), expected, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("rows", [3, 40])
