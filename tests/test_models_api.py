@@ -117,6 +117,11 @@ def test_positions_paged_cache_tiled_attention_and_moe(api: httpx.Client):
 
     moe = finished_run(api, "moe", {"tokens": 256, "experts": 4, "top_k": 2})["result"]
     assert sum(moe["stats"]["tokens_per_expert"]) == 256 * 2
+    routing = moe["routing"]
+    assert len(routing["probs"]) == 48 and all(len(row) == 4 for row in routing["probs"])
+    for row, chosen in zip(routing["probs"], routing["chosen"], strict=True):
+        assert sum(row) == pytest.approx(1, abs=1e-3)
+        assert sorted(chosen) == sorted(sorted(range(4), key=lambda e: -row[e])[:2])
 
 
 def test_quantize_fills_the_table_and_the_benchmarks_page(api: httpx.Client):

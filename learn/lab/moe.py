@@ -132,8 +132,15 @@ def moe_demo(
     x = torch.randn(n_tokens, dim, device=device) + 1.0  # a shared offset gives skew a handle
     _, stats = layer(x)
     dense_params = sum(p.numel() for p in layer.experts[0].parameters())
+    shown = x[:48]  # the routing of the first tokens, for a heatmap
+    with torch.no_grad():
+        probs, experts, _ = layer.route(shown)  # (48, E), (48, k)
     result = {
         "stats": stats,
+        "routing": {
+            "probs": [[round(float(p), 4) for p in row] for row in probs.cpu()],
+            "chosen": experts.cpu().tolist(),
+        },
         "params_total": sum(p.numel() for p in layer.parameters()),
         "params_active_per_token": top_k * dense_params + layer.router.weight.numel(),
         "device": device,

@@ -126,6 +126,13 @@
       matrix(canvas, m.length, m.length, (i, j) => m[i][j] * 0.8, 20, (i, j) => `query ${i}, key ${j}: ${m[i][j] ? "visible" : "masked"}`);
     },
 
+    "moe-routing"(canvas) {
+      const r = dataFor(canvas), p = r.routing.probs;
+      const top = Math.max(...p.flat());
+      matrix(canvas, p.length, p[0].length, (i, j) => p[i][j] / top, 280,
+        (i, j) => `token ${i}, expert ${j}: p = ${p[i][j]}${r.routing.chosen[i].includes(j) ? " (chosen)" : ""}`);
+    },
+
     "moe-load"(canvas) {
       const r = dataFor(canvas), load = r.stats.tokens_per_expert;
       new Chart(canvas, { type: "bar",
