@@ -154,6 +154,13 @@ class MoEParams(PlaygroundParams):
     capacity_factor: float | None = Field(default=None, gt=0, le=8)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
+    @classmethod
+    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
+        data = super().from_form(form, files)
+        if not data.get("capacity_factor"):
+            data.pop("capacity_factor", None)  # an empty box: no capacity limit
+        return data
+
     @model_validator(mode="after")
     def fits(self) -> MoEParams:
         if self.top_k > self.experts:

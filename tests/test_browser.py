@@ -284,3 +284,34 @@ def test_noughts_and_crosses_against_mcts(page, site: str) -> None:
     playground.scroll_into_view_if_needed()
     playground.screenshot(path=str(ARTIFACTS / "mcts-playground.png"))
     assert not page.console_errors
+
+
+def test_quantize_moe_and_speculative_render_their_results(page, site: str) -> None:
+    page.goto(site + "/chapters/inference/")
+    quant = page.locator("#pg-quantize")
+    quant.locator("select[name=model]").select_option("minilm")
+    quant.locator("input[name=sentences]").fill("32")
+    quant.locator("input[value=bf16]").uncheck()
+    quant.locator("input[value=int4-weight]").uncheck()
+    quant.get_by_role("button", name="Run").click()
+    quant.locator(".quant-live tr").first.wait_for(timeout=120_000)  # rows arrive one by one
+    quant.locator(".status.succeeded").wait_for(timeout=180_000)
+    assert "int8 weight-only" in quant.locator("table.numbers").last.inner_text()
+    quant.scroll_into_view_if_needed()
+    quant.screenshot(path=str(ARTIFACTS / "quantize-playground.png"))
+
+    moe = page.locator("#pg-moe")
+    moe.get_by_role("button", name="Run").click()
+    moe.locator(".status.succeeded").wait_for(timeout=60_000)
+    assert moe.locator("canvas[data-chart=moe-routing]").count() == 1
+    moe.scroll_into_view_if_needed()
+    moe.screenshot(path=str(ARTIFACTS / "moe-playground.png"))
+
+    spec = page.locator("#pg-speculative")
+    spec.locator("input[name=max_new_tokens]").fill("16")
+    spec.get_by_role("button", name="Run").click()
+    spec.locator(".status.succeeded").wait_for(timeout=180_000)
+    assert spec.locator(".spec-text .accepted").count() > 0
+    spec.scroll_into_view_if_needed()
+    spec.screenshot(path=str(ARTIFACTS / "speculative-playground.png"))
+    assert not page.foreign_hosts and not page.console_errors

@@ -138,6 +138,7 @@ def test_quantize_fills_the_table_and_the_benchmarks_page(api: httpx.Client):
     ]
     assert rows[2]["skipped"] and "CUDA" in rows[2]["skipped"]  # no GPU here
     assert rows[1]["size_ratio"] > 1.3 and rows[1]["quality"]["cosine_mean"] > 0.99
+    assert rows[0]["quality"]["recall_at_10"] == 1.0  # fp32 against itself
     page = api.get("/benchmarks/").text
     assert run_id[:8] in page and "int8 weight-only" in page
 

@@ -65,6 +65,7 @@ def _timed(fn: Callable[[], Any], repeats: int = 2) -> tuple[float, Any]:
 
 def _recall_at(reference: np.ndarray, other: np.ndarray, queries: int, k: int = 10) -> float:
     """Share of fp32's top-k neighbours the variant's embeddings find, over ``queries``."""
+    queries, k = min(queries, len(reference)), min(k, len(reference) - 1)
     ref_top = np.argsort(-(reference[:queries] @ reference.T), axis=1)[:, 1 : k + 1]
     other_top = np.argsort(-(other[:queries] @ other.T), axis=1)[:, 1 : k + 1]
     hits = sum(len(set(a) & set(b)) for a, b in zip(ref_top, other_top, strict=True))
