@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,17 +22,6 @@ from learn.lab.attention import (
 from learn.lab.generation import OutOfBlocks, PagedKVAllocator, Request, simulate_paged
 from learn.lab.mcts import mcts, winner
 from learn.lab.moe import MoE, moe_demo
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a shared 2-core machine, two threads that wait on each other at
-    every op run many times slower whenever another process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SHAPES = [  # (B, H, T, S, hs): T and S not multiples of the block, T != S, a single query
     (1, 1, 1, 1, 8),

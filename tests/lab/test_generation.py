@@ -7,7 +7,6 @@ from the safetensors cache); generations are short (<= 20 new tokens) to keep CP
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers / huggingface_hub load
 
@@ -35,17 +34,6 @@ from learn.lab.llama import (
     truncated,
 )
 from learn.lab.models import smollm2_gguf
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a shared 2-core machine, two threads that wait on each other at
-    every op run many times slower whenever another process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 N = 20  # new tokens per generation
 QUOTE = (
