@@ -135,7 +135,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def benchmarks(request: HttpRequest) -> HttpResponse:
     """Every finished quantization benchmark, newest first, across devices."""
-    runs = Run.objects.filter(playground="quantize", status="succeeded").order_by(
-        "-finished_at"
-    )[:100]
+    runs = Run.objects.filter(playground="quantize", status="succeeded").order_by("-finished_at")[
+        :100
+    ]
     return render(request, "learn/benchmarks.html", {"runs": runs})
