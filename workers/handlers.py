@@ -13,26 +13,13 @@ from typing import Any
 from django.db import connection, transaction
 from pgvector.django import CosineDistance
 
-from learn.lab.events import Emit
+from learn.lab.events import Emit, scaled_emit
 from learn.models import Run, TextEmbedding, TrainedTokenizer, VocabWord
 from learn.playgrounds import BUILTIN_TOKENIZERS, VOCAB_SIZE
-from workers import modelcache
+from workers import llm, modelcache, vsearch
 
 Handler = Callable[[Run, Emit, str], dict[str, Any]]
 VOCAB_LOCK = 0x66700001  # pg advisory lock: one process embeds the vocabulary
-
-
-def stage(emit: Emit, lo: float, hi: float, label: str = "") -> Emit:
-    """An ``emit`` that maps a step's own 0-100 progress into [lo, hi] of the whole run."""
-
-    def scaled(kind: str, /, **data: Any) -> None:
-        if kind == "progress":
-            data["pct"] = round(lo + (hi - lo) * float(data.get("pct", 0)) / 100, 1)
-            if label:
-                data["message"] = f"{label}: {data.get('message', '')}".rstrip(": ")
-        emit(kind, **data)
-
-    return scaled
 
 
 def embed(run: Run, emit: Emit, device: str) -> dict[str, Any]:
@@ -42,7 +29,7 @@ def embed(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     emit("progress", pct=2, message="Loading all-MiniLM-L6-v2")
     encoder = modelcache.encoder()
     started = time.perf_counter()
-    vectors = encoder.encode(texts, emit=stage(emit, 5, 80, "Embedding"))
+    vectors = encoder.encode(texts, emit=scaled_emit(emit, 5, 80, "Embedding"))
     seconds = time.perf_counter() - started
     emit("partial", message=f"Embedded {len(texts)} texts in {seconds:.2f} s on {device}")
 
@@ -78,7 +65,7 @@ def ensure_vocabulary(emit: Emit) -> None:
         emit("log", message=f"First analogy run: embedding {VOCAB_SIZE:,} words into pgvector")
         words = wordpiece_words(VOCAB_SIZE)
         vectors = modelcache.encoder().encode(
-            words, batch_size=256, emit=stage(emit, 2, 85, "Embedding the vocabulary")
+            words, batch_size=256, emit=scaled_emit(emit, 2, 85, "Embedding the vocabulary")
         )
         VocabWord.objects.all().delete()
         VocabWord.objects.bulk_create(
@@ -193,7 +180,7 @@ def bpe_train(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     text = _corpus(run)
     config = BPEConfig(p["vocab_size"], p["pretokenizer"], tuple(p["special_tokens"]))
     started = time.perf_counter()
-    tokenizer = train_bpe(text, config, emit=stage(emit, 0, 95))
+    tokenizer = train_bpe(text, config, emit=scaled_emit(emit, 0, 95))
     seconds = time.perf_counter() - started
     emit("progress", pct=97, message="Saving the tokenizer")
     name = p["name"].strip() or f"bpe-{len(tokenizer)}-{p['pretokenizer']}-{str(run.id)[:8]}"
@@ -227,39 +214,23 @@ def bpe_step(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     return {"steps": step_through(p["corpus"], p["steps"], p["pretokenizer"]), "device": "cpu"}
 
 
-def _chapter2() -> dict[str, Handler]:
-    from workers import vsearch
-
-    return {
-        "index-lab": vsearch.index_lab,
-        "query-trace": vsearch.query_trace,
-        "compression": vsearch.compression,
-        "pgvector": vsearch.pgvector_lab,
-    }
-
-
-def _chapters45() -> dict[str, Handler]:
-    from workers import llm
-
-    return {
-        "generate": llm.generate,
-        "attention": llm.attention,
-        "positions": llm.positions,
-        "kv-cache": llm.kv_cache,
-        "paged-kv": llm.paged_kv,
-        "tiled-attention": llm.tiled_attention,
-        "speculative": llm.speculative,
-        "moe": llm.moe,
-        "mcts": llm.mcts,
-        "sparse-attention": llm.sparse_attention,
-        "quantize": llm.quantize,
-        "weight-inspect": llm.weight_inspect,
-    }
-
-
 HANDLERS: dict[str, Handler] = {
-    **_chapter2(),
-    **_chapters45(),
+    "index-lab": vsearch.index_lab,
+    "query-trace": vsearch.query_trace,
+    "compression": vsearch.compression,
+    "pgvector": vsearch.pgvector_lab,
+    "generate": llm.generate,
+    "attention": llm.attention,
+    "positions": llm.positions,
+    "kv-cache": llm.kv_cache,
+    "paged-kv": llm.paged_kv,
+    "tiled-attention": llm.tiled_attention,
+    "speculative": llm.speculative,
+    "moe": llm.moe,
+    "sparse-attention": llm.sparse_attention,
+    "mcts": llm.mcts,
+    "quantize": llm.quantize,
+    "weight-inspect": llm.weight_inspect,
     "bpe-train": bpe_train,
     "bpe-step": bpe_step,
     "embed": embed,

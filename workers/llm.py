@@ -10,10 +10,9 @@ from dataclasses import asdict
 from functools import cache
 from typing import Any
 
-from learn.lab.events import Emit
+from learn.lab.events import Emit, scaled_emit
 from learn.models import Run
 from workers import modelcache
-from workers.handlers import stage
 
 MAX_PROMPT_TOKENS = 1_024
 ATTENTION_TOKENS = 160  # (heads, T, T) weights go to the browser: keep T small
@@ -188,7 +187,7 @@ def paged_kv(run: Run, emit: Emit, device: str) -> dict[str, Any]:
             shared_prefix=p["shared_prefix"],
             bytes_per_slot=per_slot,
             peak=snapshot,
-            emit=stage(emit, 0, 100),
+            emit=scaled_emit(emit, 0, 100),
         )
     except OutOfBlocks as exc:
         raise PlaygroundError(

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 from django.db import connection, transaction
 
-from learn.lab.events import Emit
+from learn.lab.events import Emit, scaled_emit
 from learn.models import Run
 from learn.vsearch import INDEX_LABELS, IndexParams, PgvectorParams
-from workers.handlers import stage
 
 
 def vectors(p: dict[str, Any], emit: Emit, device: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -23,7 +22,7 @@ def vectors(p: dict[str, Any], emit: Emit, device: str) -> tuple[np.ndarray, np.
 
         lines = [line.strip() for line in p["texts"].splitlines() if line.strip()]
         emit("progress", pct=1, message=f"Embedding {len(lines)} texts with MiniLM")
-        embedded = modelcache.encoder().encode(lines, emit=stage(emit, 1, 10, "embedding"))
+        embedded = modelcache.encoder().encode(lines, emit=scaled_emit(emit, 1, 10, "embedding"))
         queries = p["queries"]
         return embedded[queries:], embedded[:queries], f"{len(lines)} texts (MiniLM, 384-d)"
     if p["dataset"] == "digits":
@@ -50,7 +49,7 @@ def index_lab(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     share = 90 / len(p["indexes"])
     for i, index in enumerate(p["indexes"]):
         lo = 10 + i * share
-        scaled = stage(emit, lo, lo + share, INDEX_LABELS[index])
+        scaled = scaled_emit(emit, lo, lo + share, INDEX_LABELS[index])
 
         def tagged(kind: str, /, index: str = index, scaled: Emit = scaled, **data: Any) -> None:
             if kind == "partial":
@@ -97,7 +96,7 @@ def query_trace(run: Run, emit: Emit, device: str) -> dict[str, Any]:
         params=form.index_params(p["index"]),
         search=search,
         metric=p["metric"],
-        emit=stage(emit, 10, 100, "building"),
+        emit=scaled_emit(emit, 10, 100, "building"),
     )
     return {**result, "dataset": name, "label": INDEX_LABELS[p["index"]], "device": "cpu"}
 
@@ -108,7 +107,7 @@ def compression(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     p = run.params
     data, queries, name = vectors(p, emit, device)
     result = compression_lab(
-        data, queries, k=p["k"], metric=p["metric"], device=device, emit=stage(emit, 10, 90)
+        data, queries, k=p["k"], metric=p["metric"], device=device, emit=scaled_emit(emit, 10, 90)
     )
     emit("progress", pct=92, message=f"threshold search: cosine distance < {p['threshold']}")
     result["threshold"] = threshold_search(data, queries, p["threshold"], k=p["k"])

@@ -22,3 +22,17 @@ class Emit(Protocol):
 
 def no_emit(kind: str, /, **data: Any) -> None:
     """The default callback: report nothing."""
+
+
+def scaled_emit(emit: Emit, lo: float, hi: float, label: str = "") -> Emit:
+    """An ``emit`` for one step of a longer job: the step's own 0-100 % progress is mapped
+    into ``lo``-``hi`` % of the whole, and ``label`` (if any) prefixes its messages."""
+
+    def inner(kind: str, /, **data: Any) -> None:
+        if kind == "progress":
+            data["pct"] = round(lo + (hi - lo) * float(data.get("pct", 0)) / 100, 1)
+            if label:
+                data["message"] = f"{label}: {data.get('message', '')}".rstrip(": ")
+        emit(kind, **data)
+
+    return inner

@@ -149,17 +149,6 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def scaled_emit(emit: Emit, lo: float, hi: float) -> Emit:
-    """An ``emit`` that maps a sub-step's 0-100 % progress into ``lo``-``hi`` % of the whole."""
-
-    def inner(kind: str, /, **data: Any) -> None:
-        if kind == "progress":
-            data = {**data, "pct": lo + (hi - lo) * float(data.get("pct", 0.0)) / 100.0}
-        emit(kind, **data)
-
-    return inner
-
-
 def require_built(index: Any, built: bool) -> None:
     if not built:
         raise RuntimeError(f"{type(index).__name__}: call build(x) before search")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
+from learn.lab.events import Emit, no_emit, scaled_emit
 from learn.lab.vindex.base import (
     Hits,
     check_k,
@@ -27,7 +27,6 @@ from learn.lab.vindex.base import (
     pairwise_sq_l2,
     prepare,
     require_built,
-    scaled_emit,
     top_k,
 )
 from learn.lab.vindex.kmeans import kmeans

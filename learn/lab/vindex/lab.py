@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
-from learn.lab.vindex.base import Hits, Index, as_matrix, prepare, scaled_emit
+from learn.lab.events import Emit, no_emit, scaled_emit
+from learn.lab.vindex.base import Hits, Index, as_matrix, prepare
 from learn.lab.vindex.datasets import Dataset, clustered, digits
 from learn.lab.vindex.memory import check_memory
 from learn.lab.vindex.recall import recall_at_k, sweep, timed_search
