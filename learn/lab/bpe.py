@@ -270,6 +270,38 @@ def _flush(emit: Emit, pending: list[dict[str, Any]], done: int, wanted: int) ->
     emit("progress", pct=min(pct, 100.0), message=f"{done:,} of {wanted:,} merges")
 
 
+@dataclass
+class _NaiveStep:
+    """One merge of the naive trainer: the pair counts it chose from, and what it did."""
+
+    pairs: Counter[Pair]  # every pair's count before the merge
+    pair: Pair
+    count: int
+    vocab: list[str]  # the vocabulary so far (the new token included)
+    words: list[tuple[list[int], int]]  # every distinct word after the merge, with its count
+
+
+def _naive_steps(text: str, config: BPEConfig) -> Iterator[_NaiveStep]:
+    """The course's trainer, one merge at a time: recount every pair over the whole corpus,
+    merge the most frequent (ties: the smaller ids), repeat until the vocabulary is full."""
+    counts = word_counts(text, config)
+    vocab = base_vocab(config)
+    ids = {token: i for i, token in enumerate(vocab)}
+    words = [([ids[c] for c in word], n) for word, n in counts.items()]
+    while len(vocab) < config.vocab_size:
+        pairs = _pair_counts(words)
+        if not pairs:
+            return
+        (a, b), count = _best(pairs)
+        token = vocab[a] + vocab[b]
+        new = ids.setdefault(token, len(vocab))
+        if new == len(vocab):
+            vocab.append(token)
+        for word, _ in words:
+            _merge_word(word, a, b, new)
+        yield _NaiveStep(pairs, (a, b), count, vocab, words)
+
+
 def naive_train(
     text: str, config: BPEConfig, *, time_budget: float | None = None
 ) -> list[tuple[str, str]]:
@@ -280,23 +312,10 @@ def naive_train(
     (seconds) it stops after the merge that crosses it (for benchmarks).
     """
     started = time.perf_counter()
-    counts = word_counts(text, config)
-    vocab = base_vocab(config)
-    ids = {token: i for i, token in enumerate(vocab)}
-    words = [([ids[c] for c in word], n) for word, n in counts.items()]
     merges = []
-    while len(vocab) < config.vocab_size:
-        pairs = _pair_counts(words)
-        if not pairs:
-            break
-        (a, b), _ = _best(pairs)
-        token = vocab[a] + vocab[b]
-        new = ids.setdefault(token, len(vocab))
-        if new == len(vocab):
-            vocab.append(token)
-        merges.append((vocab[a], vocab[b]))
-        for word, _ in words:
-            _merge_word(word, a, b, new)
+    for step in _naive_steps(text, config):
+        a, b = step.pair
+        merges.append((step.vocab[a], step.vocab[b]))
         if time_budget is not None and time.perf_counter() - started > time_budget:
             break
     return merges
@@ -324,35 +343,26 @@ def step_through(corpus: str, steps: int, pretokenizer: str = "whitespace") -> l
     distinct word's symbols after the merge, ``{symbols, count}``).
     """
     config = BPEConfig(vocab_size=256 + steps, pretokenizer=pretokenizer)
-    counts = word_counts(corpus, config)
-    vocab = base_vocab(config)
-    ids = {token: i for i, token in enumerate(vocab)}
-    words = [([ids[c] for c in word], n) for word, n in counts.items()]
     out = []
-    for rank in range(1, steps + 1):
-        pairs = _pair_counts(words)
-        if not pairs or _best(pairs)[1] < 2:
+    for rank, step in enumerate(_naive_steps(corpus, config), start=1):
+        if step.count < 2:
             break  # a pair seen once compresses nothing worth showing
-        (a, b), count = _best(pairs)
+        vocab, pairs = step.vocab, step.pairs
+        (a, b) = step.pair
         ranked = sorted(pairs, key=lambda p: (-pairs[p], p))[:8]
-        token = vocab[a] + vocab[b]
-        new = ids.setdefault(token, len(vocab))
-        if new == len(vocab):
-            vocab.append(token)
-        for word, _ in words:
-            _merge_word(word, a, b, new)
         out.append(
             {
                 "rank": rank,
                 "pair": [readable(vocab[a]), readable(vocab[b])],
-                "token": readable(token),
-                "count": count,
+                "token": readable(vocab[a] + vocab[b]),
+                "count": step.count,
                 "top_pairs": [
                     {"pair": [readable(vocab[x]), readable(vocab[y])], "count": pairs[(x, y)]}
                     for x, y in ranked
                 ],
                 "words": [
-                    {"symbols": [readable(vocab[s]) for s in word], "count": n} for word, n in words
+                    {"symbols": [readable(vocab[s]) for s in word], "count": n}
+                    for word, n in step.words
                 ],
             }
         )
