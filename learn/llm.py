@@ -13,7 +13,13 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from pydantic import Field, model_validator
 
-from learn.playgrounds import PlaygroundParams
+from learn.playgrounds import PlaygroundParams, split_list
+
+
+def _number_list(raw: str | None) -> list[str]:
+    """A form's "256, 512 1024" as ["256", "512", "1024"] (the schema checks each)."""
+    return split_list((raw or "").replace(" ", ","))
+
 
 SMOLLM2_LAYERS = 30
 SMOLLM2_HEADS = 9
@@ -84,8 +90,7 @@ class TiledAttentionParams(PlaygroundParams):
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
         data = super().from_form(form, files)
-        raw = form.get("seq_lens", "")
-        data["seq_lens"] = [part.strip() for part in raw.replace(" ", ",").split(",") if part]
+        data["seq_lens"] = _number_list(form.get("seq_lens"))
         data["causal"] = form.get("causal") == "on"
         return data
 
@@ -132,8 +137,7 @@ class SparseAttentionParams(PlaygroundParams):
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
         data = super().from_form(form, files)
-        raw = form.get("windows", "")
-        data["windows"] = [part.strip() for part in raw.replace(" ", ",").split(",") if part]
+        data["windows"] = _number_list(form.get("windows"))
         if not (data.get("text") or "").strip():
             data.pop("text", None)
         return data

@@ -120,7 +120,8 @@ SpecialToken = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 CLASSIC_CORPUS = "low " * 5 + "lowest " * 2 + "newer " * 6 + "wider " * 3 + "new " * 2
 
 
-def _split_list(raw: str | None) -> list[str]:
+def split_list(raw: str | None) -> list[str]:
+    """A form field of comma- or line-separated items, stripped, empties dropped."""
     return [part.strip() for part in (raw or "").replace("\n", ",").split(",") if part.strip()]
 
 
@@ -141,7 +142,7 @@ class BpeTrainParams(PlaygroundParams):
         data: dict[str, Any] = {
             "vocab_size": form.get("vocab_size") or 1000,
             "pretokenizer": form.get("pretokenizer") or "gpt2",
-            "special_tokens": _split_list(form.get("special_tokens")),
+            "special_tokens": split_list(form.get("special_tokens")),
             "name": form.get("name", ""),
         }
         upload = files.get("corpus_file")

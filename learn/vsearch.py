@@ -184,9 +184,6 @@ class QueryTraceParams(IndexParams):
             raise ValueError(f"nprobe={self.nprobe} is more than nlist={self.nlist} cells")
         return self
 
-    def clean(self) -> dict[str, Any]:
-        return {key: v for key, v in self.model_dump().items() if v is not None}
-
 
 class CompressionParams(VectorData):
     k: int = Field(default=10, ge=1, le=100)

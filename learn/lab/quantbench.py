@@ -30,6 +30,7 @@ from learn.lab.quantize import (
     quantized_copy,
     weight_bytes,
 )
+from learn.lab.vindex.recall import recall_at_k
 
 
 @cache
@@ -68,8 +69,7 @@ def _recall_at(reference: np.ndarray, other: np.ndarray, queries: int, k: int = 
     queries, k = min(queries, len(reference)), min(k, len(reference) - 1)
     ref_top = np.argsort(-(reference[:queries] @ reference.T), axis=1)[:, 1 : k + 1]
     other_top = np.argsort(-(other[:queries] @ other.T), axis=1)[:, 1 : k + 1]
-    hits = sum(len(set(a) & set(b)) for a, b in zip(ref_top, other_top, strict=True))
-    return hits / (queries * k)
+    return recall_at_k(other_top, ref_top, k)
 
 
 def bench_minilm(
