@@ -39,11 +39,18 @@ def vectors(p: dict[str, Any], emit: Emit, device: str) -> tuple[np.ndarray, np.
     return found.data, found.queries, found.name
 
 
+def _index_form(params: dict[str, Any]) -> IndexParams:
+    """The index parameters of a stored run (its other fields belong to its playground)."""
+    return IndexParams.model_validate(
+        {k: params[k] for k in IndexParams.model_fields if k in params}
+    )
+
+
 def index_lab(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     from learn.lab.vindex import index_lab as measure
 
     p = run.params
-    form = IndexParams.model_validate({k: v for k, v in p.items() if k != "indexes"})
+    form = _index_form(p)
     data, queries, name = vectors(p, emit, device)
     results = []
     share = 90 / len(p["indexes"])
@@ -85,7 +92,7 @@ def query_trace(run: Run, emit: Emit, device: str) -> dict[str, Any]:
     from learn.lab.vindex import query_trace as trace
 
     p = run.params
-    form = IndexParams.model_validate({k: p[k] for k in IndexParams.model_fields if k in p})
+    form = _index_form(p)
     data, queries, name = vectors(p, emit, device)
     search = {"ef_search": p["ef_search"]} if p["index"] == "hnsw" else {"nprobe": p["nprobe"]}
     result = trace(
