@@ -21,7 +21,6 @@ import os
 import platform
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,14 +29,10 @@ import pydoc_data.topics
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from learn.lab.bpe import (
-    GPT2_PATTERN,
-    BPEConfig,
-    BPETokenizer,
-    naive_train,
-    token_bytes,
-    train_bpe,
-)
+from learn.lab.bpe import GPT2_PATTERN, BPEConfig, BPETokenizer, token_bytes
+from learn.lab.bpe_hf import to_hf_json
+from learn.lab.bpe_train import naive_train, train_bpe
+from learn.lab.timing import best_of
 
 
 def corpora() -> dict[str, str]:
@@ -65,20 +60,10 @@ def hf_train(text: str, vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def naive_time(text: str, config: BPEConfig, budget: float, merges: int) -> tuple[float, int]:
     """The course's trainer, timed: (seconds, merges done); it stops once over ``budget``."""
-    start = time.perf_counter()
-    done = len(naive_train(text, config, time_budget=budget))
-    return time.perf_counter() - start, min(done, merges)
+    seconds, done = best_of(lambda: naive_train(text, config, time_budget=budget), 1)
+    return seconds, min(len(done), merges)
 
 
 def tiktoken_encoding(ours: BPETokenizer):
@@ -147,7 +132,7 @@ def main() -> None:
 
     text = texts["stdlib-2MB"]
     ours = trained[("stdlib-2MB", max(args.vocab))]
-    theirs = Tokenizer.from_str(ours.to_hf_json())
+    theirs = Tokenizer.from_str(to_hf_json(ours))
     tik = tiktoken_encoding(ours)
     megabytes = len(text.encode()) / 1e6
     cold = BPETokenizer.from_dict(ours.to_dict())  # empty chunk cache: the honest first pass

@@ -3,7 +3,8 @@
     python bench/embed.py [--n 2000] [--batch-size 64] [--repeats 3]
 
 Both run the same MiniLM weights on the same device with the same batch size; timings
-are best of ``--repeats`` after a warm-up. Ends with ``RESULT <json>``.
+are best of ``--repeats`` (``learn.lab.timing.best_of``) after a warm-up. Ends with
+``RESULT <json>``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import json
 import os
 import random
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything loads from local paths
@@ -27,6 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from learn.lab.embeddings import Encoder, pick_device
 from learn.lab.models import library_versions, minilm_path, wordpiece_words
+from learn.lab.timing import best_of
 
 PUNCT = [".", ".", ".", "?", "!", ";", ","]
 
@@ -41,17 +41,6 @@ def make_sentences(n: int, seed: int = 0) -> list[str]:
         sent = " ".join(rng.choice(words) for _ in range(k))
         out.append(sent[0].upper() + sent[1:] + rng.choice(PUNCT))
     return out
-
-
-def best_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Best wall time of each function, runs interleaved so drift hits both alike."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -78,8 +67,8 @@ def main() -> None:
     ours.encode(warm, batch_size=args.batch_size)
     st.encode(warm, batch_size=args.batch_size, normalize_embeddings=True)
 
-    t_ours, t_st = best_times([run_ours, run_st], args.repeats)
-    a, b = run_ours(), run_st()
+    t_ours, a = best_of(run_ours, args.repeats)
+    t_st, b = best_of(run_st, args.repeats)
     max_cos_dev = float(np.max(1.0 - np.sum(a * b, axis=1)))
     threads = torch.get_num_threads()
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from transformers.utils import logging as hf_logging
 
-from learn.lab.generation import (
-    generate,
-    greedy_no_cache,
-    speculative_draft_model,
-    speculative_prompt_lookup,
-)
-from learn.lab.llama import chat_prompt, half_precision, load_smollm2, to_hf
+from learn.lab.decoding import generate, greedy_no_cache
+from learn.lab.llama import half_precision
+from learn.lab.llama_gguf import chat_prompt, load_smollm2
+from learn.lab.llama_hf import to_hf
 from learn.lab.models import library_versions
+from learn.lab.speculative import speculative_draft_model, speculative_prompt_lookup
+from learn.lab.timing import best_of
 
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 PASSAGE = (
@@ -52,16 +50,12 @@ PASSAGE = (
 QUOTE = f"Repeat the following passage exactly, word for word:\n\n{PASSAGE}"
 
 
-def best_of(fns: list[Callable[[], Any]], repeats: int) -> tuple[list[float], list[Any]]:
-    """Best wall time (s) of each function, runs interleaved; also each one's last result."""
-    best = [float("inf")] * len(fns)
-    last: list[Any] = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            last[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best, last
+def interleaved(fns: list[Callable[[], Any]], repeats: int) -> tuple[list[float], list[Any]]:
+    """``best_of`` for several functions, one run of each per round, so drift on the machine
+    hits them all alike: (best seconds of each, last result of each)."""
+    rounds = [[best_of(fn, 1) for fn in fns] for _ in range(max(repeats, 1))]
+    best = [min(r[i][0] for r in rounds) for i in range(len(fns))]
+    return best, [result for _, result in rounds[-1]]
 
 
 def main() -> None:
@@ -78,9 +72,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     n = args.new_tokens
 
-    t0 = time.perf_counter()
-    model, tok = load_smollm2(args.device)
-    load_s = time.perf_counter() - t0
+    load_s, (model, tok) = best_of(lambda: load_smollm2(args.device), 1)
     hf = to_hf(model)
     story, quote = chat_prompt(tok, STORY), chat_prompt(tok, QUOTE)
 
@@ -105,10 +97,8 @@ def main() -> None:
     generate(model, story, 8, stop_ids=())  # warm-up both
     theirs_warm = hf.generate(x, max_new_tokens=8, do_sample=False, pad_token_id=2)
     del theirs_warm
-    (t_ours, t_hf), (tok_ours, tok_hf) = best_of([ours, theirs], args.repeats)
-    t0 = time.perf_counter()
-    tok_slow = greedy_no_cache(model, story, n, stop_ids=()).tokens
-    t_slow = time.perf_counter() - t0
+    (t_ours, t_hf), (tok_ours, tok_hf) = interleaved([ours, theirs], args.repeats)
+    t_slow, tok_slow = best_of(lambda: greedy_no_cache(model, story, n, stop_ids=()).tokens, 1)
     assert tok_slow == tok_ours, "cached and uncached greedy decoding disagree"
 
     # -- 3: prompt lookup on a prompt whose answer is in the input
@@ -118,7 +108,7 @@ def main() -> None:
     def lookup_quote() -> Any:
         return speculative_prompt_lookup(model, quote, n, ngram=3, num_draft=10)
 
-    (t_plain_q, t_lookup), (tok_plain_q, spec_q) = best_of(
+    (t_plain_q, t_lookup), (tok_plain_q, spec_q) = interleaved(
         [plain_quote, lookup_quote], args.repeats
     )
     assert spec_q.tokens == tok_plain_q, "prompt lookup changed the output"
@@ -130,7 +120,7 @@ def main() -> None:
     def drafted() -> Any:
         return speculative_draft_model(model, draft, story, n, args.num_draft, stop_ids=())
 
-    (t_plain_d, t_draft), (tok_plain_d, spec_d) = best_of([ours, drafted], args.repeats)
+    (t_plain_d, t_draft), (tok_plain_d, spec_d) = interleaved([ours, drafted], args.repeats)
     assert spec_d.tokens == tok_plain_d, "draft-model speculation changed the output"
 
     tps = {

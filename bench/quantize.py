@@ -20,10 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learn.lab.embeddings import pick_device
+from learn.lab.facts import VARIANT_LABELS
 from learn.lab.models import library_versions
 from learn.lab.quantbench import bench_minilm, bench_smollm2
 
-VARIANTS = ["fp32", "bf16", "fp16", "int8-dynamic", "int8-weight", "int4-weight"]
+VARIANTS = list(VARIANT_LABELS)  # every precision the playground offers
 
 
 def table(model: str, rows: list[dict]) -> None:

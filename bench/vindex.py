@@ -29,7 +29,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 from learn.lab.models import library_versions
+from learn.lab.timing import best_of
 from learn.lab.vindex import clustered, exact_knn, recall_at_k
 from learn.lab.vindex.base import Hits
 from learn.lab.vindex.lab import make_index
@@ -55,25 +55,17 @@ def best_qps(
     A round calls the function enough times to last about ``min_round_s`` (timed once
     beforehand), so fast searches are not measured from a single few-ms call.
     """
-    calls = []
-    for fn in fns:
-        t0 = time.perf_counter()
-        fn()
-        calls.append(max(1, round(min_round_s / max(time.perf_counter() - t0, 1e-6))))
+    calls = [max(1, round(min_round_s / max(best_of(fn, 1)[0], 1e-6))) for fn in fns]
+    rounds = [lambda fn=fn, n=n: [fn() for _ in range(n)] for fn, n in zip(fns, calls, strict=True)]
     best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            for _ in range(calls[i]):
-                fn()
-            best[i] = min(best[i], (time.perf_counter() - t0) / calls[i])
+    for _ in range(repeats):  # interleaved, so a slow spell of the machine hits every function
+        for i, one_round in enumerate(rounds):
+            best[i] = min(best[i], best_of(one_round, 1)[0] / calls[i])
     return [n_queries / t for t in best]
 
 
 def timed_build(index: Any, data: np.ndarray) -> float:
-    t0 = time.perf_counter()
-    index.build(data)
-    return time.perf_counter() - t0
+    return best_of(lambda: index.build(data), 1)[0]
 
 
 def wrapper_rows(data, queries, truth, k, repeats) -> list[dict[str, Any]]:

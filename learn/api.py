@@ -213,10 +213,11 @@ def list_tokenizers(request: HttpRequest):
 )
 def tokenizer_json(request: HttpRequest, tokenizer_id: uuid.UUID) -> HttpResponse:
     from learn.lab.bpe import BPETokenizer
+    from learn.lab.bpe_hf import to_hf_json
 
     found = get_object_or_404(TrainedTokenizer, pk=tokenizer_id)
     response = HttpResponse(
-        BPETokenizer.from_dict(found.data).to_hf_json(), content_type="application/json"
+        to_hf_json(BPETokenizer.from_dict(found.data)), content_type="application/json"
     )
     filename = "".join(c if c.isalnum() or c in "-_." else "-" for c in found.name) or "tokenizer"
     response["Content-Disposition"] = f'attachment; filename="{filename}.tokenizer.json"'

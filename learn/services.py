@@ -7,19 +7,30 @@ that is cancelled while it finishes ends in exactly one state and emits one ``do
 from __future__ import annotations
 
 import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from celery import current_app
+from django.db import connection, transaction
 from django.utils import timezone
 
-from learn.models import Run
+from learn import events
+from learn.lab.events import Emit, no_emit
+from learn.models import Run, TextEmbedding, TrainedTokenizer, VocabWord
 from learn.playgrounds import PLAYGROUNDS, Playground, PlaygroundParams
-from workers import events
+from learn.playgrounds.vectors import PgvectorParams
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 Status = Run.Status
 LOST_AFTER = timedelta(seconds=60)  # grace beyond a playground's time limit
+RUN_TASK = "forwardpass.run_playground"  # the one Celery task (workers/tasks.py) runs them all
 
 
 class QueueUnavailable(Exception):
@@ -28,13 +39,12 @@ class QueueUnavailable(Exception):
 
 def create_run(playground: Playground, params: PlaygroundParams) -> Run:
     """Store a run and queue its job; if queueing fails, nothing is left behind."""
-    from workers.tasks import run_playground
-
     with transaction.atomic():
         run = Run.objects.create(playground=playground.slug, params=params.stored())
         params.attach(run)
     try:
-        run_playground.apply_async(
+        current_app.send_task(
+            RUN_TASK,
             args=[str(run.id)],
             queue=playground.queue,
             soft_time_limit=playground.time_limit,
@@ -46,14 +56,15 @@ def create_run(playground: Playground, params: PlaygroundParams) -> Run:
     return run
 
 
+def load_params(run: Run) -> PlaygroundParams:
+    """The run's parameters, validated again (with the corpus or texts kept beside them)."""
+    schema = PLAYGROUNDS[run.playground].params
+    return schema.model_validate(schema.restored(run))
+
+
 def rerun(run: Run) -> Run:
     """The same playground with the same parameters (and the same corpus, if it had one)."""
-    playground = PLAYGROUNDS[run.playground]
-    params = dict(run.params)
-    if hasattr(run, "corpus"):
-        params["corpus"] = run.corpus.text
-        params.pop("corpus_chars", None)
-    return create_run(playground, playground.params.model_validate(params))
+    return create_run(PLAYGROUNDS[run.playground], load_params(run))
 
 
 def start_run(run_id: str, *, worker: str, device: str, versions: dict[str, str]) -> bool:
@@ -72,8 +83,13 @@ def start_run(run_id: str, *, worker: str, device: str, versions: dict[str, str]
 
 
 def finish_run(run_id: str, result: dict[str, Any]) -> bool:
+    """running → succeeded, storing the result; its ``device`` (what the numbers were
+    measured on, e.g. "postgres" or "cpu" for integer work) replaces the worker's default."""
+    changes: dict[str, Any] = {"result": result}
+    if result.get("device"):
+        changes["device"] = str(result["device"])[:64]
     updated = Run.objects.filter(pk=run_id, status=Status.RUNNING).update(
-        status=Status.SUCCEEDED, result=result, finished_at=timezone.now()
+        status=Status.SUCCEEDED, finished_at=timezone.now(), **changes
     )
     if updated:
         events.append(run_id, "progress", pct=100, message="Done")
@@ -122,3 +138,151 @@ def fail_runs_of_dead_worker(worker: str) -> int:
     return sum(
         fail_run(str(i), "The worker restarted while running this job; run it again.") for i in ids
     )
+
+
+# --------------------------------------------------------- what handlers store for a run
+
+VOCAB_LOCK = 0x66700001  # pg advisory lock: one process embeds the vocabulary
+
+
+def store_embeddings(run_id: str, texts: list[str], vectors: np.ndarray) -> None:
+    """Keep an embed run's texts and their (n, 384) vectors, for neighbour queries."""
+    TextEmbedding.objects.bulk_create(
+        TextEmbedding(run_id=run_id, position=i, text=text, embedding=vector)
+        for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+    )
+
+
+def store_vocabulary(size: int, build: Callable[[], tuple[list[str], np.ndarray]]) -> bool:
+    """Fill the analogy vocabulary once: ``build`` gives (words, (n, 384) vectors).
+
+    Several workers may ask at once: an advisory lock lets one build it while the others
+    wait, then find it there. True when this call built it.
+    """
+    if VocabWord.objects.count() >= size:
+        return False
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [VOCAB_LOCK])
+        if VocabWord.objects.count() >= size:
+            return False  # another worker built it while we waited
+        words, vectors = build()
+        VocabWord.objects.all().delete()
+        VocabWord.objects.bulk_create(
+            (
+                VocabWord(word=w, rank=i, embedding=v)
+                for i, (w, v) in enumerate(zip(words, vectors, strict=True))
+            ),
+            batch_size=1000,
+        )
+    return True
+
+
+def save_tokenizer(
+    run_id: str,
+    *,
+    name: str,
+    data: dict[str, Any],
+    vocab_size: int,
+    pretokenizer: str,
+    special_tokens: list[str],
+    corpus_chars: int,
+) -> str:
+    """Keep a trained tokenizer (its merges as ``data``); returns its id."""
+    saved = TrainedTokenizer.objects.create(
+        run_id=run_id,
+        name=name,
+        data=data,
+        vocab_size=vocab_size,
+        pretokenizer=pretokenizer,
+        special_tokens=special_tokens,
+        corpus_chars=corpus_chars,
+    )
+    return str(saved.id)
+
+
+@dataclass
+class PgvectorSearch:
+    """What the pgvector playground measured in its scratch table (ids are row numbers)."""
+
+    build_seconds: float
+    index_bytes: int
+    qps: float
+    found: list[list[int]]  # through the index
+    post_filtered: list[list[int]]  # the index first, the category filter after
+    pre_filtered: list[list[int]]  # the filter first, exact distances (index off)
+    exact: list[list[int]]  # the first 20 queries with no index at all
+    plan: str  # EXPLAIN (ANALYZE, BUFFERS) of the first query
+
+
+def pgvector_search(
+    run_id: str,
+    p: PgvectorParams,
+    data: np.ndarray,
+    category: np.ndarray,
+    queries: np.ndarray,
+    emit: Emit = no_emit,
+) -> PgvectorSearch:
+    """Copy (n, d) ``data`` with its (n,) ``category`` into a scratch table, index it as
+    ``p`` says, and search it with every (q, d) query, filtered and not.
+
+    One transaction: ``SET LOCAL`` settings end with it, and the table never outlives it,
+    whether the search finishes or fails.
+    """
+    table = f"pgv_{uuid.UUID(str(run_id)).hex}"  # a hex name: nothing from input in the SQL
+    ops, op = ("vector_l2_ops", "<->") if p.metric == "l2" else ("vector_cosine_ops", "<=>")
+    with transaction.atomic(), connection.cursor() as cur:
+        dims = int(data.shape[1])
+        cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, category int, v vector({dims}))")
+        emit("progress", pct=15, message=f"Copying {len(data):,} rows into a pgvector table")
+        with cur.copy(f"COPY {table} (id, category, v) FROM STDIN") as copy:
+            for i, (row, cat) in enumerate(zip(data, category, strict=True)):
+                copy.write_row((i, int(cat), vector_literal(row)))
+        emit("progress", pct=30, message=f"Building the {p.index} index")
+        started = time.perf_counter()
+        if p.index == "hnsw":
+            cur.execute(
+                f"CREATE INDEX {table}_v ON {table} USING hnsw (v {ops}) "
+                f"WITH (m = {int(p.M)}, ef_construction = {int(p.ef_construction)})"
+            )
+            cur.execute(f"SET LOCAL hnsw.ef_search = {int(p.ef_search)}")
+        else:
+            cur.execute(
+                f"CREATE INDEX {table}_v ON {table} USING ivfflat (v {ops}) "
+                f"WITH (lists = {int(p.nlist)})"
+            )
+            cur.execute(f"SET LOCAL ivfflat.probes = {int(p.probes)}")
+        build_seconds = time.perf_counter() - started
+        cur.execute(f"SELECT pg_relation_size('{table}_v')")
+        index_bytes = int(cur.fetchone()[0])
+        cur.execute(f"ANALYZE {table}")
+        nearest = f"ORDER BY v {op} %s::vector LIMIT %s"
+
+        def search(q: np.ndarray, where: str = "") -> list[int]:
+            cur.execute(f"SELECT id FROM {table} {where} {nearest}", (vector_literal(q), p.k))
+            return [row[0] for row in cur.fetchall()]
+
+        emit("progress", pct=50, message="Searching through the index")
+        cur.execute("SET LOCAL enable_seqscan = off")  # the index, even where a scan is cheap
+        started = time.perf_counter()
+        found = [search(q) for q in queries]
+        qps = len(queries) / (time.perf_counter() - started)
+        cur.execute(
+            f"EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM {table} {nearest}",
+            (vector_literal(queries[0]), p.k),
+        )
+        plan = "\n".join(row[0] for row in cur.fetchall())
+        emit("progress", pct=70, message=f"Filtering: category = {p.category}")
+        where = f"WHERE category = {int(p.category)}"
+        post = [search(q, where) for q in queries]
+        cur.execute("SET LOCAL enable_seqscan = on")
+        cur.execute("SET LOCAL enable_indexscan = off")
+        pre = [search(q, where) for q in queries]
+        exact = [search(q) for q in queries[:20]]
+        cur.execute(f"DROP TABLE {table}")
+    return PgvectorSearch(build_seconds, index_bytes, qps, found, post, pre, exact, plan)
+
+
+def vector_literal(v: np.ndarray) -> str:
+    """pgvector's text form of a vector: '[1.5,2,...]'."""
+    return "[" + ",".join(f"{x:.7g}" for x in v.tolist()) + "]"

@@ -1,6 +1,6 @@
 """Server-Sent Events for a run: the JSON stream for scripts and the HTML one for htmx.
 
-Both relay the run's Redis stream (``workers.events``) from the client's Last-Event-ID,
+Both relay the run's Redis stream (``learn.events``) from the client's Last-Event-ID,
 so a reconnecting page gets only what it missed and a late one gets the whole history.
 """
 
@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 
-from learn import services
+from learn import events, services
+from learn.events import Event
 from learn.models import Run
-from workers import events
-from workers.events import Event
 
 Render = Callable[[Event], Awaitable[list[str]]]
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
+from celery import current_app
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import aget_object_or_404, get_object_or_404, render
 from django.template.loader import render_to_string
 
-from learn import services, streams
+from learn import events, services, streams
 from learn.chapters import CHAPTERS, get_chapter
+from learn.events import Event
 from learn.models import Run, TrainedTokenizer
 from learn.playgrounds import PLAYGROUNDS, for_chapter
 from learn.queries import nearest_texts
-from workers import events
-from workers.events import Event
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -94,8 +94,6 @@ async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    from workers import app
-
     status = {"database": "ok", "broker": "ok", "workers": 0}
     try:
         with connection.cursor() as cursor:
@@ -104,7 +102,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         status["database"] = f"error: {exc}"
     try:
         events.client().ping()
-        status["workers"] = len(app.control.ping(timeout=0.5) or [])
+        status["workers"] = len(current_app.control.ping(timeout=0.5) or [])
     except Exception as exc:
         status["broker"] = f"error: {exc}"
     healthy = status["database"] == "ok" and status["broker"] == "ok"
@@ -114,10 +112,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Operators' view: workers, queue depths, runs by status, recent failures."""
-    from workers import app
-
     services.fail_lost_runs()
-    inspector = app.control.inspect(timeout=0.5)
+    inspector = current_app.control.inspect(timeout=0.5)
     active = inspector.active() or {}
     queues = {name: events.client().llen(name) for name in ("gpu", "cpu")}
     by_status = Counter(Run.objects.values_list("status", flat=True))

@@ -74,7 +74,7 @@ def services() -> Iterator[dict[str, str]]:
 def worker(services: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on both queues."""
     from webapp.run import worker_command
-    from workers import app
+    from webapp.celery import app
 
     log = VAR / "worker.log"
     proc = subprocess.Popen(

@@ -71,3 +71,33 @@ def test_the_web_process_never_imports_torch(services: dict[str, str]) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "HEAVY: \n" in done.stdout, done.stdout
+
+
+def test_the_import_contracts_hold() -> None:
+    """pyproject's [tool.importlinter] contracts: layers, a pure lab, no torch on the web
+    side, handlers writing only through learn.services, learn never importing workers."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_every_registered_handler_exists_and_the_web_side_never_imports_it() -> None:
+    """One registry: each entry's dotted handler path resolves to a function in the
+    chapter module that mirrors its schema's module."""
+    import importlib
+
+    import django
+
+    django.setup()
+    from learn.playgrounds import PLAYGROUNDS
+
+    for slug, pg in PLAYGROUNDS.items():
+        module, _, name = pg.handler.partition(":")
+        chapter = pg.params.__module__.rsplit(".", 1)[-1]
+        assert module == f"workers.handlers.{chapter}", (slug, module)
+        assert callable(getattr(importlib.import_module(module), name)), slug

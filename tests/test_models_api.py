@@ -20,14 +20,14 @@ REPEAT = "Repeat exactly: the red fox jumps over the red fence and the red fox r
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from learn.lab.llama import load_smollm2
+    from learn.lab.llama_gguf import load_smollm2
 
     return load_smollm2("cpu")
 
 
 def test_generate_streams_tokens_and_greedy_equals_our_reference(api: httpx.Client, smollm2):
-    from learn.lab.generation import generate
-    from learn.lab.llama import chat_prompt
+    from learn.lab.decoding import generate
+    from learn.lab.llama_gguf import chat_prompt
 
     params = {"prompt": "Name three colours.", "max_new_tokens": 8, "temperature": 0}
     run_id = start_run(api, "generate", params)

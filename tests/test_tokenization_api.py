@@ -43,6 +43,7 @@ def test_training_streams_every_merge_in_order(trained: dict) -> None:
     assert [m["rank"] for m in merges] == list(range(1, result["merge_count"] + 1))
     assert result["vocab_size"] == 700 and result["merge_count"] == 700 - 256 - 1
     assert result["device"] == "cpu" and result["train_seconds"] > 0
+    assert trained["run"]["device"] == "cpu"  # the handler's device is the one stored
     assert result["corpus_chars"] == len(trained["corpus"])
     assert merges[: len(result["first_merges"])] == result["first_merges"]
     progress = [e["data"]["pct"] for e in trained["events"] if e["event"] == "progress"]
@@ -129,7 +130,8 @@ def test_bad_training_requests_get_a_422_and_queue_nothing(
 
 
 def test_step_through_walks_the_classic_example(api: httpx.Client) -> None:
-    from learn.lab.bpe import BPEConfig, naive_train
+    from learn.lab.bpe import BPEConfig
+    from learn.lab.bpe_train import naive_train
 
     steps = finished_run(api, "bpe-step", {"corpus": CLASSIC, "steps": 5})["result"]["steps"]
     assert (steps[0]["pair"], steps[0]["count"]) == (["e", "r"], 9)

@@ -1,5 +1,8 @@
-"""Celery: the app, its queues (``gpu`` and ``cpu``) and the tasks that run playgrounds."""
+"""Celery workers: the one task (``workers.tasks``), per-chapter handlers, the model cache.
 
-from workers.celery import app
+``celery -A workers worker -Q gpu,cpu`` finds the app here.
+"""
+
+from webapp.celery import app
 
 __all__ = ["app"]

@@ -38,7 +38,9 @@ def reference_tokenizer(name: str) -> NamedTokenizer:
     from learn.lab.tokenize import hf_tokenizer
 
     if name == "smollm2":
-        return hf_tokenizer(models.smollm2_tokenizer_file(), "SmolLM2", "byte-level BPE")
+        from learn.lab.llama_gguf import smollm2_tokenizer_file
+
+        return hf_tokenizer(smollm2_tokenizer_file(), "SmolLM2", "byte-level BPE")
     if name == "minilm":
         return hf_tokenizer(models.minilm_tokenizer_file(), "MiniLM", "WordPiece")
     raise KeyError(name)
@@ -47,6 +49,6 @@ def reference_tokenizer(name: str) -> NamedTokenizer:
 @cache
 def smollm2() -> tuple[Any, Any]:
     """(model, tokenizer): SmolLM2-135M-Instruct on this worker's device, loaded once."""
-    from learn.lab.llama import load_smollm2
+    from learn.lab.llama_gguf import load_smollm2
 
     return load_smollm2(device())

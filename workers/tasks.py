@@ -1,20 +1,30 @@
 """The one task every playground runs through: fetch the run, compute, store, report.
 
-Thin on purpose: the handler for each playground lives in ``workers.handlers`` and the
-compute in ``learn.lab``; heavy libraries load lazily, only in worker processes.
+Thin on purpose: the registry (``learn.playgrounds``) names each playground's handler in
+``workers.handlers``; the compute is in ``learn.lab``; heavy libraries load lazily, only
+in worker processes.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
+from functools import cache
 from typing import Any
 
 from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
 
-from workers.celery import app
+from learn import events, services
+from learn.lab.events import Emit
+from learn.models import Run
+from learn.playgrounds import PLAYGROUNDS, PlaygroundError
+from webapp.celery import app
+from workers import modelcache
+from workers.handlers import Handler, Job
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +33,8 @@ class RunCancelled(Exception):
     """Raised from ``emit`` when the run was cancelled, to unwind the lab function."""
 
 
-class PlaygroundError(Exception):
-    """A failure whose message is meant for the learner (bad data, nothing to do)."""
-
-
-def make_emit(run_id: str):
+def make_emit(run_id: str) -> Emit:
     """The lab's ``emit`` for one run: append to its stream; stop when cancelled."""
-    from workers import events
 
     def emit(kind: str, /, **data: Any) -> None:
         if events.cancel_requested(run_id):
@@ -39,12 +44,20 @@ def make_emit(run_id: str):
     return emit
 
 
-@app.task(name="forwardpass.run_playground", bind=True)
-def run_playground(self, run_id: str) -> None:
-    from learn import services
-    from learn.models import Run
-    from workers import handlers, modelcache
+@cache
+def handler_for(slug: str) -> Handler:
+    """The handler the registry names for a playground (``"module:function"``)."""
+    module, _, name = PLAYGROUNDS[slug].handler.partition(":")
+    return getattr(importlib.import_module(module), name)
 
+
+def with_device(result: dict[str, Any], device: str) -> dict[str, Any]:
+    """The result with a device: the one the handler reported, else the worker's."""
+    return {**result, "device": result.get("device") or device}
+
+
+@app.task(name=services.RUN_TASK, bind=True)
+def run_playground(self, run_id: str) -> None:
     run = Run.objects.filter(pk=run_id).first()
     if run is None or not run.is_active:
         return  # deleted or cancelled while queued
@@ -53,26 +66,27 @@ def run_playground(self, run_id: str) -> None:
     if not services.start_run(run_id, worker=worker, device=device, versions=modelcache.versions()):
         return
     try:
-        result = handlers.HANDLERS[run.playground](run, make_emit(run_id), device)
+        params = services.load_params(run)
+        result = handler_for(run.playground)(params, Job(run_id, make_emit(run_id), device))
     except RunCancelled:
         log.info("run %s cancelled", run_id)
     except SoftTimeLimitExceeded:
         services.fail_run(
             run_id, "The job took longer than this playground allows; try less input."
         )
+    except ValidationError as exc:  # e.g. a tokenizer it names was deleted since
+        services.fail_run(run_id, f"The parameters are no longer valid: {exc}")
     except PlaygroundError as exc:
         services.fail_run(run_id, str(exc))
     except Exception as exc:
         log.exception("run %s failed", run_id)
         services.fail_run(run_id, f"The job failed: {type(exc).__name__}: {exc}")
     else:
-        services.finish_run(run_id, {**result, "device": device})
+        services.finish_run(run_id, with_device(result, device))
 
 
 @signals.worker_ready.connect
 def _fail_runs_lost_by_previous_process(sender: Any = None, **_: Any) -> None:
-    from learn import services
-
     services.fail_runs_of_dead_worker(sender.hostname)
 
 
@@ -84,6 +98,4 @@ def _share_cores(**_: Any) -> None:
     processes = int(os.environ.get("WORKER_CONCURRENCY", "2"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
     if os.environ.get("FP_PRELOAD_MODELS", "1") == "1":
-        from workers import modelcache
-
         modelcache.encoder()  # the first job should not wait for the model to load

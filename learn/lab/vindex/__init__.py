@@ -2,7 +2,8 @@
 
 One concept per module, each readable on its own:
 
-- ``base``: ``Hits`` (distances, ids), the ``Index`` protocol, distance helpers;
+- ``base``: ``Hits`` (distances, ids), the ``Index`` protocol, the build and search steps
+  every index shares (``BaseIndex``), distance helpers;
 - ``flat``: exact brute force (torch; ``device="cuda"`` works), the ground truth;
 - ``kdtree``: an exact K-D tree that counts its work;
 - ``hnsw``: hierarchical navigable small world graphs, with ``trace``;
@@ -10,7 +11,8 @@ One concept per module, each readable on its own:
 - ``pq``, ``sq``, ``pca``: compression (product, scalar 8-bit, principal components);
 - ``kmeans``: the seeded trainer behind IVF and PQ;
 - ``library``: FAISS and hnswlib wrappers (imported lazily);
-- ``datasets``, ``recall``, ``memory``, ``lab``: data, scoring, memory guard, playgrounds.
+- ``datasets``, ``recall``, ``curve``, ``memory``, ``lab``: data, scoring (numpy only), the
+  recall/speed curve, memory guard, playgrounds.
 
 Names are loaded on first use, so ``from learn.lab.vindex import estimate_bytes`` does not
 import torch (only ``flat`` needs it).
@@ -24,6 +26,7 @@ from typing import Any
 _EXPORTS = {
     "Hits": "base",
     "Index": "base",
+    "BaseIndex": "base",
     "FlatIndex": "flat",
     "exact_knn": "flat",
     "threshold_search": "flat",
@@ -46,7 +49,7 @@ _EXPORTS = {
     "digits": "datasets",
     "Dataset": "datasets",
     "recall_at_k": "recall",
-    "sweep": "recall",
+    "sweep": "curve",
     "estimate_bytes": "memory",
     "check_memory": "memory",
     "MemoryLimitExceeded": "memory",

@@ -1,4 +1,5 @@
-"""What every index shares: the result type, the protocol, and a few distance helpers.
+"""What every index shares: the result type, the protocol, a few distance helpers, and
+:class:`BaseIndex`, the build and search steps written once.
 
 Conventions used throughout the package (the same as FAISS):
 
@@ -12,6 +13,7 @@ Conventions used throughout the package (the same as FAISS):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -152,3 +154,89 @@ def check_k(k: int) -> int:
 def require_built(index: Any, built: bool) -> None:
     if not built:
         raise RuntimeError(f"{type(index).__name__}: call build(x) before search")
+
+
+def no_hits(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, ids)`` for ``q`` queries with nothing found yet: (q, k) +inf and -1."""
+    return np.full((q, k), np.inf, dtype=np.float32), np.full((q, k), -1, dtype=np.int64)
+
+
+SearchBlock = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def scan_blocks(
+    queries: np.ndarray, k: int, n: int, search_block: SearchBlock
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force a block of queries at a time, so that a block's (b, n) distance matrix
+    holds at most ``SCAN_ELEMENTS`` numbers.
+
+    ``search_block(queries[s : s + b])`` returns that block's ``(distances, ids)``, both
+    (b, ≤k), nearest first. Returns them stacked as (q, k), padded with +inf / -1.
+    """
+    out_d, out_i = no_hits(len(queries), k)
+    block = max(1, SCAN_ELEMENTS // max(n, 1))  # queries per (block, n) matrix
+    for s in range(0, len(queries), block):
+        dist, ids = search_block(queries[s : s + block])  # (b, ≤k) each
+        out_d[s : s + block, : dist.shape[1]] = dist
+        out_i[s : s + block, : ids.shape[1]] = ids
+    return out_d, out_i
+
+
+class BaseIndex:
+    """The steps every from-scratch index shares, written once, so that each index's own
+    file holds only its algorithm (FAISS's ``Index`` base class plays the same part).
+
+    ``build(x)`` validates ``x`` (normalising it for cosine), records ``n`` and ``d``, calls
+    the index's ``_build`` and reports 100 %. ``search(queries, k, **params)`` checks that
+    the index is built, that ``params`` are among ``search_params`` and that ``k >= 1``,
+    prepares the queries the same way, calls ``_search`` and wraps its squared L2
+    distances as :class:`Hits` (``1 - cos`` for cosine, see :func:`finish`).
+
+    A subclass sets ``name`` and ``metric`` and writes:
+
+    - ``_build(x, emit) -> str``: index the prepared rows ``x`` (n, d); returns a summary
+      for the last progress message;
+    - ``_search(qs, k, **params) -> (distances, ids)``: both (q, k), for the prepared
+      queries ``qs`` (q, d), taking the keywords named in ``search_params``;
+    - ``nbytes``; ``bytes_per_vector`` defaults to ``nbytes / n``.
+    """
+
+    name = "index"
+    metric = "l2"
+    search_params: tuple[str, ...] = ()  # the keyword arguments search accepts
+    n = 0  # vectors indexed
+    d = 0  # their dimension
+    built = False
+    _build: Callable[[np.ndarray, Emit], str]
+    _search: Callable[..., tuple[np.ndarray, np.ndarray]]  # (qs, k, **params)
+
+    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
+        """Index the rows of ``x`` (n, d) float32; row ``i`` gets id ``i``."""
+        x = prepare(x, self.metric)
+        self.n, self.d = x.shape
+        summary = self._build(x, emit)
+        self.built = True
+        emit("progress", pct=100.0, message=f"{self.name}: {summary}")
+
+    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+        """The ``k`` nearest indexed rows for each query row (q, d), nearest first."""
+        self._check_built()
+        unknown = [name for name in params if name not in self.search_params]
+        if unknown:
+            takes = " and ".join(self.search_params) or "no parameters"
+            raise TypeError(f"{self.name} search takes {takes}, got {sorted(unknown)}")
+        k = check_k(k)
+        distances, ids = self._search(prepare(queries, self.metric, self.d, "queries"), k, **params)
+        return finish(distances, ids, self.metric)
+
+    def _check_built(self) -> None:
+        require_built(self, self.built)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the built index holds (vectors or codes, graph, centroids, codebooks)."""
+        raise NotImplementedError
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return self.nbytes / max(self.n, 1)

@@ -6,25 +6,14 @@ product per block of queries, so it runs in torch and uses the GPU with ``device
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from learn.lab.events import Emit, no_emit
-from learn.lab.vindex.base import (
-    METRICS,
-    SCAN_ELEMENTS,
-    Hits,
-    as_matrix,
-    check_k,
-    check_metric,
-    normalize,
-    require_built,
-)
+from learn.lab.events import Emit
+from learn.lab.vindex.base import METRICS, BaseIndex, Hits, check_metric, scan_blocks
 
 
-class FlatIndex:
+class FlatIndex(BaseIndex):
     """Exact k-NN. ``metric``: ``"l2"`` (squared), ``"cosine"`` (1 - cos) or ``"ip"`` (-dot)."""
 
     name = "flat"
@@ -34,47 +23,32 @@ class FlatIndex:
         self.device = torch.device(device)
         self.x: torch.Tensor | None = None  # (n, d) on device
         self.x_norms: torch.Tensor | None = None  # (n,) squared norms, for l2
-        self.n = 0
-        self.d = 0
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = as_matrix(x)
-        if self.metric == "cosine":
-            x = normalize(x)
-        self.n, self.d = x.shape
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         self.x = torch.from_numpy(x).to(self.device)
         self.x_norms = (self.x * self.x).sum(dim=1)
-        emit("progress", pct=100.0, message=f"flat: stored {self.n} vectors")
+        return f"stored {self.n} vectors"
 
     @torch.inference_mode()
-    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+    def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k`` nearest rows for each query (q, d). No search parameters."""
-        require_built(self, self.x is not None)
         assert self.x is not None and self.x_norms is not None
-        if params:
-            raise TypeError(f"flat search takes no parameters, got {sorted(params)}")
-        k = check_k(k)
-        qs = as_matrix(queries, self.d, "queries")
-        if self.metric == "cosine":
-            qs = normalize(qs)
-        kk = min(k, self.n)
-        block = max(1, SCAN_ELEMENTS // max(self.n, 1))  # queries per (block, n) matrix
-        out_d = np.full((len(qs), k), np.inf, dtype=np.float32)
-        out_i = np.full((len(qs), k), -1, dtype=np.int64)
-        for s in range(0, len(qs), block):
-            q = torch.from_numpy(qs[s : s + block]).to(self.device)  # (b, d)
-            dots = q @ self.x.T  # (b, n)
+        x, x_norms = self.x, self.x_norms
+
+        def search_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            q = torch.from_numpy(block).to(self.device)  # (b, d)
+            dots = q @ x.T  # (b, n)
             if self.metric == "l2":
-                dist = (q * q).sum(1, keepdim=True) - 2 * dots + self.x_norms  # (b, n)
+                dist = (q * q).sum(1, keepdim=True) - 2 * dots + x_norms  # (b, n)
                 dist.clamp_(min=0)
             elif self.metric == "cosine":
-                dist = 1 - dots
+                dist = 2 - 2 * dots  # |q - x|² of unit vectors: finish halves it to 1 - cos
             else:  # ip: larger dot is closer, so negate it
                 dist = -dots
-            vals, idx = torch.topk(dist, kk, dim=1, largest=False, sorted=True)  # (b, kk)
-            out_d[s : s + block, :kk] = vals.cpu().numpy()
-            out_i[s : s + block, :kk] = idx.cpu().numpy()
-        return Hits(out_d, out_i)
+            vals, idx = torch.topk(dist, min(k, self.n), dim=1, largest=False)  # (b, ≤k)
+            return vals.cpu().numpy(), idx.cpu().numpy()
+
+        return scan_blocks(qs, k, self.n, search_block)
 
     @property
     def nbytes(self) -> int:

@@ -31,15 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
+from learn.lab.events import Emit
 from learn.lab.vindex.base import (
-    Hits,
+    BaseIndex,
     check_k,
     check_metric,
-    finish,
+    no_hits,
     pairwise_sq_l2,
     prepare,
-    require_built,
     sq_l2,
     sq_l2_rows,
 )
@@ -104,10 +103,11 @@ def select_neighbours(ids: np.ndarray, dists: np.ndarray, x: np.ndarray, m: int)
     return ids[kept]
 
 
-class HNSWIndex:
+class HNSWIndex(BaseIndex):
     """Hierarchical navigable small world graph. Build once; ``ef_search`` per search."""
 
     name = "hnsw"
+    search_params = ("ef_search",)
 
     def __init__(
         self,
@@ -233,29 +233,23 @@ class HNSWIndex:
             trace.append(LayerTrace(0, hops, computed))
         return found[:k]
 
-    def search(
-        self, queries: np.ndarray, k: int, *, ef_search: int | None = None, **params: Any
-    ) -> Hits:
+    def _search(
+        self, qs: np.ndarray, k: int, *, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``k`` nearest for each query (q, d); beam ``ef_search`` (at least ``k``) on layer 0."""
-        require_built(self, self.entry >= 0)
-        if params:
-            raise TypeError(f"hnsw search takes only ef_search, got {sorted(params)}")
-        k = check_k(k)
         ef = self.ef_search if ef_search is None else int(ef_search)
-        qs = prepare(queries, self.metric, self.x.shape[1], "queries")
-        out_d = np.full((len(qs), k), np.inf, dtype=np.float32)
-        out_i = np.full((len(qs), k), -1, dtype=np.int64)
+        out_d, out_i = no_hits(len(qs), k)
         for i, q in enumerate(qs):
             found = self._search_one(q, k, ef)
             out_d[i, : len(found)] = [d for d, _ in found]
             out_i[i, : len(found)] = [node for _, node in found]
-        return finish(out_d, out_i, self.metric)
+        return out_d, out_i
 
     def trace(self, query: np.ndarray, k: int = 10, *, ef_search: int | None = None) -> HNSWTrace:
         """Search one query and record its hops on every layer (top layer first)."""
-        require_built(self, self.entry >= 0)
+        self._check_built()
         ef = self.ef_search if ef_search is None else int(ef_search)
-        q = prepare(query, self.metric, self.x.shape[1], "query")[0]
+        q = prepare(query, self.metric, self.d, "query")[0]
         layers: list[LayerTrace] = []
         found = self._search_one(q, check_k(k), ef, layers)
         scale = 0.5 if self.metric == "cosine" else 1.0
@@ -272,9 +266,8 @@ class HNSWIndex:
         )
 
     # -- build --------------------------------------------------------------------------
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         """Insert the rows of ``x`` (n, d) one by one (paper, algorithm 1)."""
-        x = prepare(x, self.metric)
         n = len(x)
         rng = np.random.default_rng(self.seed)
         self.x = x
@@ -289,8 +282,9 @@ class HNSWIndex:
         step = max(1, n // 50)
         for i in range(n):
             self._insert(i)
-            if (i + 1) % step == 0 or i + 1 == n:
+            if (i + 1) % step == 0 and i + 1 < n:  # build reports the last one
                 emit("progress", pct=100.0 * (i + 1) / n, message=f"hnsw: inserted {i + 1}/{n}")
+        return f"inserted {n}/{n}"
 
     def _insert(self, node: int) -> None:
         level = int(self.levels[node])
@@ -339,7 +333,3 @@ class HNSWIndex:
     def nbytes(self) -> int:
         upper = sum(4 * len(v) for layer in self.upper for v in layer.values())
         return self.x.nbytes + self.links0.nbytes + self.degree0.nbytes + self.levels.nbytes + upper
-
-    @property
-    def bytes_per_vector(self) -> float:
-        return self.nbytes / max(len(self.x), 1)

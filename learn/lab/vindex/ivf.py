@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit, scaled_emit
+from learn.lab.events import Emit, scaled_emit
 from learn.lab.vindex.base import (
-    Hits,
-    check_k,
+    BaseIndex,
     check_metric,
-    finish,
+    no_hits,
     pairwise_sq_l2,
     prepare,
-    require_built,
     top_k,
 )
 from learn.lab.vindex.kmeans import kmeans
@@ -66,7 +64,7 @@ class IVFTrace:
         return asdict(self)
 
 
-class _IVF:
+class _IVF(BaseIndex):
     """The coarse quantizer and the inverted lists, shared by IVF-Flat and IVF-PQ.
 
     Lists are stored back to back, sorted by cell: cell ``c`` owns positions
@@ -74,6 +72,7 @@ class _IVF:
     """
 
     name = "ivf"
+    search_params: tuple[str, ...] = ("nprobe",)
 
     def __init__(
         self,
@@ -88,16 +87,16 @@ class _IVF:
             raise ValueError(f"nlist and nprobe must be >= 1, got {nlist}, {nprobe}")
         self.nlist, self.nprobe, self.seed, self.iters = nlist, nprobe, seed, iters
         self.metric = check_metric(metric)
-        self.d = 0
         self.centroids: np.ndarray | None = None  # (nlist, d) float32
         self.offsets = np.zeros(nlist + 1, dtype=np.int64)  # (nlist + 1,)
         self.list_ids = np.empty(0, dtype=np.int64)  # (n,) original row of each position
+        # (n, d) the vectors in list order: IVF-Flat's lists; IVF-PQ's only with keep_vectors
+        self.vectors: np.ndarray | None = None
 
     def _train_lists(self, x: np.ndarray, emit: Emit) -> np.ndarray:
         """k-means, then lay the rows out cell by cell. Returns the cell of each row (n,)."""
         if len(x) < self.nlist:
             raise ValueError(f"nlist={self.nlist} is more than the {len(x)} vectors")
-        self.d = x.shape[1]
         km = kmeans(x, self.nlist, iters=self.iters, seed=self.seed, emit=scaled_emit(emit, 0, 60))
         self.centroids = km.centroids
         self.list_ids = np.argsort(km.assignments, kind="stable")  # (n,) grouped by cell
@@ -128,26 +127,22 @@ class _IVF:
         """Distances (m,) and list positions (m,) of the best candidates in ``cells``."""
         raise NotImplementedError
 
-    def search(
-        self, queries: np.ndarray, k: int, *, nprobe: int | None = None, **params: Any
-    ) -> Hits:
+    def _search(
+        self, qs: np.ndarray, k: int, *, nprobe: int | None = None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Scan the ``nprobe`` (default: the constructor's) nearest cells of each query."""
-        require_built(self, self.centroids is not None)
-        k = check_k(k)
         nprobe = self.nprobe if nprobe is None else int(nprobe)
         if nprobe < 1:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-        qs = prepare(queries, self.metric, self.d, "queries")
         _, cells = self._probe(qs, nprobe)  # (q, nprobe)
-        out_d = np.full((len(qs), k), np.inf, dtype=np.float32)
-        out_i = np.full((len(qs), k), -1, dtype=np.int64)
+        out_d, out_i = no_hits(len(qs), k)
         for i, q in enumerate(qs):
             dist, pos = self._scan(q, cells[i], k, **params)
             best_d, cols = top_k(dist[None, :], k)  # (1, k)
             ok = cols[0] >= 0
             out_d[i] = best_d[0]
             out_i[i, ok] = self.list_ids[pos[cols[0, ok]]]
-        return finish(out_d, out_i, self.metric)
+        return out_d, out_i
 
     def cell_of(self) -> np.ndarray:
         """The cell holding each original row (n,) int64, recovered from the list layout."""
@@ -170,7 +165,7 @@ class _IVF:
         ``data`` (n, d) is the indexed matrix, needed to find the exact neighbours when the
         index keeps no raw vectors (IVF-PQ without ``keep_vectors``).
         """
-        require_built(self, self.centroids is not None)
+        self._check_built()
         nprobe = min(self.nprobe if nprobe is None else int(nprobe), self.nlist)
         q = prepare(query, self.metric, self.d, "query")
         hits = self.search(q, k, nprobe=nprobe, **params)
@@ -210,61 +205,36 @@ class _IVF:
 
     def _raw_vectors(self) -> np.ndarray | None:
         """The indexed vectors in original row order, if the index keeps them."""
-        return None
-
-    @property
-    def bytes_per_vector(self) -> float:
-        n = max(len(self.list_ids), 1)
-        return self.nbytes / n
-
-    @property
-    def nbytes(self) -> int:
-        raise NotImplementedError
+        if self.vectors is None:
+            return None
+        out = np.empty_like(self.vectors)
+        out[self.list_ids] = self.vectors
+        return out
 
 
 class IVFFlatIndex(_IVF):
     """IVF with the full float32 vectors in the lists: exact inside the probed cells."""
 
     name = "ivf_flat"
+    norms = np.empty(0, dtype=np.float32)  # (n,) squared norms of the vectors, list order
 
-    def __init__(
-        self,
-        nlist: int = 100,
-        metric: str = "l2",
-        *,
-        nprobe: int = 1,
-        seed: int = 0,
-        iters: int = 20,
-    ) -> None:
-        super().__init__(nlist, metric, nprobe=nprobe, seed=seed, iters=iters)
-        self.vectors = np.empty((0, 0), dtype=np.float32)  # (n, d) in list order
-        self.norms = np.empty(0, dtype=np.float32)  # (n,) squared norms, list order
-
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         self._train_lists(x, emit)
         self.vectors = x[self.list_ids]
         self.norms = np.einsum("nd,nd->n", self.vectors, self.vectors)
-        emit("progress", pct=100.0, message=f"ivf_flat: {len(x)} vectors in {self.nlist} lists")
+        return f"{len(x)} vectors in {self.nlist} lists"
 
-    def _scan(
-        self, q: np.ndarray, cells: np.ndarray, k: int, **params: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if params:
-            raise TypeError(f"ivf_flat search takes only nprobe, got {sorted(params)}")
+    def _scan(self, q: np.ndarray, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.vectors is not None
         pos, _ = self._positions(cells)  # (m,)
         dist = self.norms[pos] - 2.0 * (self.vectors[pos] @ q) + q @ q  # (m,) |x - q|²
         return np.maximum(dist, 0.0), pos
 
-    def _raw_vectors(self) -> np.ndarray:
-        out = np.empty_like(self.vectors)
-        out[self.list_ids] = self.vectors
-        return out
-
     @property
     def nbytes(self) -> int:
         centroids = 0 if self.centroids is None else self.centroids.nbytes
-        return self.vectors.nbytes + self.norms.nbytes + self.list_ids.nbytes + centroids
+        vectors = 0 if self.vectors is None else self.vectors.nbytes
+        return vectors + self.norms.nbytes + self.list_ids.nbytes + centroids
 
 
 class IVFPQIndex(_IVF):
@@ -272,6 +242,7 @@ class IVFPQIndex(_IVF):
     (+ 8 for its id, + ``4 d`` if ``keep_vectors`` for exact re-ranking)."""
 
     name = "ivf_pq"
+    search_params = ("nprobe", "rerank")
 
     def __init__(
         self,
@@ -291,28 +262,24 @@ class IVFPQIndex(_IVF):
         self.rerank = rerank
         self.keep_vectors = keep_vectors
         self.codes = np.empty((0, m), dtype=np.uint8)  # (n, m) in list order
-        self.vectors: np.ndarray | None = None  # (n, d) list order, only with keep_vectors
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         cells = self._train_lists(x, emit)
         assert self.centroids is not None
         residuals = x - self.centroids[cells]  # (n, d): what PQ has to encode
         self.pq.train(residuals, emit=scaled_emit(emit, 60, 95))
         self.codes = self.pq.encode(residuals[self.list_ids])
         self.vectors = x[self.list_ids] if self.keep_vectors else None
-        emit("progress", pct=100.0, message=f"ivf_pq: {len(x)} codes in {self.nlist} lists")
+        return f"{len(x)} codes in {self.nlist} lists"
 
     def _scan(
-        self, q: np.ndarray, cells: np.ndarray, k: int, *, rerank: int | None = None, **params: Any
+        self, q: np.ndarray, cells: np.ndarray, k: int, *, rerank: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """ADC against the residual codes of the probed cells; optionally re-rank exactly.
 
         ``rerank`` (default: the constructor's): how many ADC candidates to re-score with
         exact distances, 0 for none; needs ``keep_vectors=True``.
         """
-        if params:
-            raise TypeError(f"ivf_pq search takes nprobe and rerank, got {sorted(params)}")
         assert self.centroids is not None
         rerank = self.rerank if rerank is None else int(rerank)
         pos, owner = self._positions(cells)  # (m,) each
@@ -332,13 +299,6 @@ class IVFPQIndex(_IVF):
         pos = pos[cand[0]]
         diff = self.vectors[pos] - q
         return np.einsum("md,md->m", diff, diff), pos
-
-    def _raw_vectors(self) -> np.ndarray | None:
-        if self.vectors is None:
-            return None
-        out = np.empty_like(self.vectors)
-        out[self.list_ids] = self.vectors
-        return out
 
     @property
     def nbytes(self) -> int:

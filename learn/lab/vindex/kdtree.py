@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
-from learn.lab.vindex.base import Hits, check_k, check_metric, finish, prepare, require_built
+from learn.lab.events import Emit
+from learn.lab.vindex.base import BaseIndex, check_metric, no_hits
 
 
 @dataclass
@@ -36,7 +36,7 @@ class KDStats:
         return asdict(self)
 
 
-class KDTreeIndex:
+class KDTreeIndex(BaseIndex):
     """Exact k-NN with a K-D tree; returns the same ids and distances as brute force."""
 
     name = "kdtree"
@@ -57,8 +57,7 @@ class KDTreeIndex:
         self.end: list[int] = []
         self.last_stats = KDStats(0.0, 0.0, 0.0)
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         order = np.arange(len(x))
         self.dim, self.split, self.left, self.right, self.start, self.end = [], [], [], [], [], []
         self._new_node(0, len(x))
@@ -80,7 +79,7 @@ class KDTreeIndex:
             stack += [self.left[node], self.right[node]]
         self.x = x[order]
         self.ids = order.astype(np.int64)
-        emit("progress", pct=100.0, message=f"kdtree: {len(self.dim)} nodes over {len(x)} points")
+        return f"{len(self.dim)} nodes over {len(x)} points"
 
     def _new_node(self, start: int, end: int) -> int:
         self.dim.append(-1)
@@ -124,29 +123,19 @@ class KDTreeIndex:
             stack.append((bound, near))
         return sorted((-nd, row) for nd, row in best), visited, computed
 
-    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+    def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k`` nearest for each query (q, d); sets :attr:`last_stats`."""
-        require_built(self, len(self.ids) > 0)
-        if params:
-            raise TypeError(f"kdtree search takes no parameters, got {sorted(params)}")
-        k = check_k(k)
-        qs = prepare(queries, self.metric, self.x.shape[1], "queries").astype(np.float64)
-        out_d = np.full((len(qs), k), np.inf, dtype=np.float32)
-        out_i = np.full((len(qs), k), -1, dtype=np.int64)
+        out_d, out_i = no_hits(len(qs), k)
         visited = computed = 0
-        for i, q in enumerate(qs):
+        for i, q in enumerate(qs.astype(np.float64)):
             found, v, c = self._search_one(q, k)
             visited, computed = visited + v, computed + c
             out_d[i, : len(found)] = [d for d, _ in found]
             out_i[i, : len(found)] = self.ids[[row for _, row in found]]
         m = max(len(qs), 1)
         self.last_stats = KDStats(visited / m, computed / m, computed / m / len(self.ids))
-        return finish(out_d, out_i, self.metric)
+        return out_d, out_i
 
     @property
     def nbytes(self) -> int:
         return self.x.nbytes + self.ids.nbytes + 6 * 8 * len(self.dim)  # 6 fields per node
-
-    @property
-    def bytes_per_vector(self) -> float:
-        return self.nbytes / max(len(self.ids), 1)

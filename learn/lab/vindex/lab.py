@@ -5,36 +5,43 @@ JSON-able dict the worker stores as the run's result.
 
 from __future__ import annotations
 
-import time
+import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from learn.lab.events import Emit, no_emit, scaled_emit
+from learn.lab.facts import IndexName
+from learn.lab.timing import best_of
 from learn.lab.vindex.base import Hits, Index, as_matrix, prepare
+from learn.lab.vindex.curve import sweep
 from learn.lab.vindex.datasets import Dataset, clustered, digits
 from learn.lab.vindex.memory import check_memory
-from learn.lab.vindex.recall import recall_at_k, sweep, timed_search
+from learn.lab.vindex.recall import recall_at_k
 
-# index name -> the one search parameter its recall/speed curve is swept over
-SWEEP_PARAMS: dict[str, str | None] = {
-    "flat": None,
-    "kdtree": None,
-    "sq8": None,
-    "pq": None,
-    "pca": None,
-    "hnsw": "ef_search",
-    "ivf_flat": "nprobe",
-    "ivf_pq": "nprobe",
-    "faiss_flat": None,
-    "faiss_sq8": None,
-    "faiss_hnsw": "ef_search",
-    "faiss_ivf_flat": "nprobe",
-    "faiss_ivf_pq": "nprobe",
-    "hnswlib": "ef_search",
+# every index by name: its class ("module.Class" in this package) and the one search
+# parameter its recall/speed curve is swept over. The names are learn.lab.facts.IndexName
+# (what the forms offer), plus "pca", which only the compression lab uses.
+INDEXES: dict[str, tuple[str, str | None]] = {
+    "flat": ("flat.FlatIndex", None),
+    "kdtree": ("kdtree.KDTreeIndex", None),
+    "hnsw": ("hnsw.HNSWIndex", "ef_search"),
+    "ivf_flat": ("ivf.IVFFlatIndex", "nprobe"),
+    "ivf_pq": ("ivf.IVFPQIndex", "nprobe"),
+    "pq": ("pq.PQIndex", None),
+    "sq8": ("sq.SQIndex", None),
+    "faiss_flat": ("library.FaissIndex", None),
+    "faiss_hnsw": ("library.FaissIndex", "ef_search"),
+    "faiss_ivf_flat": ("library.FaissIndex", "nprobe"),
+    "faiss_ivf_pq": ("library.FaissIndex", "nprobe"),
+    "faiss_sq8": ("library.FaissIndex", None),
+    "hnswlib": ("library.HnswlibIndex", "ef_search"),
+    "pca": ("pca.PCAIndex", None),
 }
-INDEX_NAMES = tuple(SWEEP_PARAMS)
+INDEX_NAMES = tuple(INDEXES)
+COMPRESSION_ONLY = tuple(name for name in INDEXES if name not in get_args(IndexName))
+SWEEP_PARAMS: dict[str, str | None] = {name: param for name, (_, param) in INDEXES.items()}
 DEFAULT_SWEEPS: dict[str, list[int]] = {
     "ef_search": [10, 20, 40, 80, 160],
     "nprobe": [1, 2, 4, 8, 16, 32],
@@ -50,48 +57,16 @@ def make_index(name: str, *, metric: str = "l2", device: str = "cpu", **params: 
     ``pca`` (dims). Libraries: ``faiss_flat|faiss_hnsw|faiss_ivf_flat|faiss_ivf_pq|faiss_sq8``
     (same parameter names) and ``hnswlib`` (M, ef_construction, ef_search).
     """
+    if name not in INDEXES:
+        raise ValueError(f"unknown index {name!r}; choose from {', '.join(INDEX_NAMES)}")
+    module, cls = INDEXES[name][0].split(".")
     # imported here so that choosing one index never loads the others' dependencies
+    index_class = getattr(importlib.import_module(f"learn.lab.vindex.{module}"), cls)
     if name == "flat":
-        from learn.lab.vindex.flat import FlatIndex
-
-        return FlatIndex(metric, device=device, **params)
-    if name == "kdtree":
-        from learn.lab.vindex.kdtree import KDTreeIndex
-
-        return KDTreeIndex(metric=metric, **params)
-    if name == "hnsw":
-        from learn.lab.vindex.hnsw import HNSWIndex
-
-        return HNSWIndex(metric=metric, **params)
-    if name == "ivf_flat":
-        from learn.lab.vindex.ivf import IVFFlatIndex
-
-        return IVFFlatIndex(metric=metric, **params)
-    if name == "ivf_pq":
-        from learn.lab.vindex.ivf import IVFPQIndex
-
-        return IVFPQIndex(metric=metric, **params)
-    if name == "pq":
-        from learn.lab.vindex.pq import PQIndex
-
-        return PQIndex(metric=metric, **params)
-    if name == "sq8":
-        from learn.lab.vindex.sq import SQIndex
-
-        return SQIndex(metric=metric, **params)
-    if name == "pca":
-        from learn.lab.vindex.pca import PCAIndex
-
-        return PCAIndex(metric=metric, **params)
+        params["device"] = device
     if name.startswith("faiss_"):
-        from learn.lab.vindex.library import FaissIndex
-
-        return FaissIndex(name.removeprefix("faiss_"), metric, **params)
-    if name == "hnswlib":
-        from learn.lab.vindex.library import HnswlibIndex
-
-        return HnswlibIndex(metric=metric, **params)
-    raise ValueError(f"unknown index {name!r}; choose from {', '.join(INDEX_NAMES)}")
+        params["kind"] = name.removeprefix("faiss_")
+    return index_class(metric=metric, **params)
 
 
 def load_dataset(kind: str = "clustered", **params: Any) -> Dataset:
@@ -110,7 +85,7 @@ def ground_truth(
     """Exact top ``k`` by brute force, and its queries per second."""
     index = make_index("flat", metric=metric, device=device)
     index.build(data)
-    hits, secs = timed_search(index, queries, k)
+    secs, hits = best_of(lambda: index.search(queries, k), 1)
     return hits, len(queries) / max(secs, 1e-9)
 
 
@@ -130,7 +105,7 @@ def index_lab(
     """Build one index, then measure recall@k and queries/s across its search parameter.
 
     Emits progress, then one ``"partial"`` ``point`` per swept value (see
-    :func:`~learn.lab.vindex.recall.sweep`). Raises ``MemoryLimitExceeded`` before any
+    :func:`~learn.lab.vindex.curve.sweep`). Raises ``MemoryLimitExceeded`` before any
     work if ``limit_bytes`` is given and the run would need more.
     """
     params = dict(params or {})
@@ -142,9 +117,7 @@ def index_lab(
     truth, exact_qps = ground_truth(data, queries, k, metric, device)
 
     index = make_index(index_name, metric=metric, device=device, **params)
-    t0 = time.perf_counter()
-    index.build(data, emit=scaled_emit(emit, 5, 60))
-    build_seconds = time.perf_counter() - t0
+    build_seconds, _ = best_of(lambda: index.build(data, emit=scaled_emit(emit, 5, 60)), 1)
 
     param = SWEEP_PARAMS.get(index_name)
     values = list(sweep_values) if sweep_values is not None else DEFAULT_SWEEPS.get(param or "", [])
@@ -207,7 +180,7 @@ def query_trace(
         exact, _ = ground_truth(data, q, k, metric)
         true_ids = [int(i) for i in exact.ids[0] if i >= 0]
         visited = {h.node for layer in trace.layers for h in layer.hops}
-        recall = recall_at_k(np.array([trace.ids]), exact.ids, k)
+        recall = recall_at_k([trace.ids], exact.ids, k)
     else:
         trace = index.trace(q, k, data=data, **search)
         true_ids = [nb.id for nb in trace.neighbours]
@@ -273,10 +246,8 @@ def compression_lab(
     for i, config in enumerate(configs):
         params = {key: v for key, v in config.items() if key != "method"}
         index = make_index(config["method"], metric=metric, device=device, **params)
-        t0 = time.perf_counter()
-        index.build(data)
-        build_seconds = time.perf_counter() - t0
-        hits, secs = timed_search(index, queries, k)
+        build_seconds, _ = best_of(lambda index=index: index.build(data), 1)
+        secs, hits = best_of(lambda index=index: index.search(queries, k), 1)
         bpv = float(index.bytes_per_vector)
         point = {
             "method": config["method"],

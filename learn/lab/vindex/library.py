@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from learn.lab.events import Emit, no_emit
-from learn.lab.vindex.base import Hits, check_k, check_metric, prepare, require_built
+from learn.lab.facts import IndexName
+from learn.lab.vindex.base import BaseIndex, Hits, check_k, check_metric, prepare, require_built
 
-FAISS_KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq", "sq8")
+# "flat", "hnsw", ...: the FAISS index names of learn.lab.facts, less their "faiss_"
+FAISS_KINDS = tuple(n.removeprefix("faiss_") for n in get_args(IndexName) if n.startswith("faiss_"))
 
 
 def available(module: str) -> bool:
@@ -35,7 +37,7 @@ def _faiss() -> Any:
         raise ModuleNotFoundError("FAISS is not installed: `pip install faiss-cpu`") from exc
 
 
-class FaissIndex:
+class FaissIndex(BaseIndex):
     """One FAISS index type, chosen by ``kind``:
 
     - ``"flat"``: ``IndexFlatL2``, exact;
@@ -46,6 +48,8 @@ class FaissIndex:
 
     ``threads`` sets FAISS's OpenMP thread count (process-wide) before build and search.
     """
+
+    search_params = ("ef_search", "nprobe")
 
     def __init__(
         self,
@@ -70,8 +74,6 @@ class FaissIndex:
         self.nlist, self.nprobe, self.m, self.nbits = nlist, nprobe, m, nbits
         self.seed, self.threads = seed, threads
         self.index: Any = None
-        self.d = 0
-        self.n = 0
 
     def make(self, d: int) -> Any:
         """The empty FAISS index for dimension ``d``."""
@@ -96,37 +98,25 @@ class FaissIndex:
         if self.threads is not None:
             _faiss().omp_set_num_threads(int(self.threads))
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
-        self.n, self.d = x.shape
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         self._threads()
         self.index = self.make(self.d)
         if not self.index.is_trained:
             emit("progress", pct=10.0, message=f"{self.name}: training")
             self.index.train(x)
         self.index.add(x)
-        emit("progress", pct=100.0, message=f"{self.name}: added {self.n} vectors")
+        return f"added {self.n} vectors"
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-    ) -> Hits:
+    def _search(
+        self, qs: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``ef_search`` applies to ``hnsw``, ``nprobe`` to the IVF kinds."""
-        require_built(self, self.index is not None)
-        qs = prepare(queries, self.metric, self.d, "queries")
         self._threads()
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = int(self.ef_search if ef_search is None else ef_search)
         elif self.kind in ("ivf_flat", "ivf_pq"):
             self.index.nprobe = int(self.nprobe if nprobe is None else nprobe)
-        distances, ids = self.index.search(qs, check_k(k))  # float32 (q, k), int64 (q, k)
-        if self.metric == "cosine":
-            distances = distances / 2
-        return Hits(distances, ids)
+        return self.index.search(qs, k)  # float32 (q, k), int64 (q, k)
 
     @property
     def nbytes(self) -> int:
@@ -135,13 +125,13 @@ class FaissIndex:
             return 0
         return int(_faiss().serialize_index(self.index).nbytes)
 
-    @property
-    def bytes_per_vector(self) -> float:
-        return self.nbytes / max(self.n, 1)
-
 
 class HnswlibIndex:
-    """hnswlib's HNSW (the reference implementation by the paper's authors)."""
+    """hnswlib's HNSW (the reference implementation by the paper's authors).
+
+    Not a :class:`BaseIndex`: hnswlib's own "cosine" space normalises and reports
+    ``1 - cos``, so this wrapper passes the metric on instead of normalising and halving.
+    """
 
     name = "hnswlib"
 

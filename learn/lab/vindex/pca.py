@@ -8,21 +8,17 @@ really varies along a few directions, as embeddings do.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
+from learn.lab.events import Emit
 from learn.lab.vindex.base import (
-    SCAN_ELEMENTS,
-    Hits,
+    BaseIndex,
     as_matrix,
-    check_k,
     check_metric,
-    finish,
     pairwise_sq_l2,
-    prepare,
-    require_built,
+    scan_blocks,
     top_k,
 )
 
@@ -58,7 +54,7 @@ def project_2d(x: np.ndarray) -> np.ndarray:
     return fit_pca(x, min(2, as_matrix(x).shape[1])).project(x)
 
 
-class PCAIndex:
+class PCAIndex(BaseIndex):
     """Flat search on PCA coordinates: ``4 * dims`` bytes a vector."""
 
     name = "pca"
@@ -68,32 +64,19 @@ class PCAIndex:
         self.metric = check_metric(metric)
         self.pca: PCA | None = None
         self.codes = np.empty((0, dims), dtype=np.float32)  # (n, dims)
-        self.d = 0
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
-        self.d = x.shape[1]
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         self.pca = fit_pca(x, self.dims)
         self.codes = self.pca.project(x)
-        kept = float(self.pca.explained.sum())
-        emit("progress", pct=100.0, message=f"pca: {self.dims} dims keep {kept:.1%} of variance")
+        return f"{self.dims} dims keep {float(self.pca.explained.sum()):.1%} of variance"
 
-    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+    def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact search among the projected vectors. No search parameters."""
-        require_built(self, self.pca is not None)
         assert self.pca is not None
-        if params:
-            raise TypeError(f"pca search takes no parameters, got {sorted(params)}")
-        k = check_k(k)
-        qs = self.pca.project(prepare(queries, self.metric, self.d, "queries"))
-        block = max(1, SCAN_ELEMENTS // max(len(self.codes), 1))
-        out_d = np.empty((len(qs), k), dtype=np.float32)
-        out_i = np.empty((len(qs), k), dtype=np.int64)
-        for s in range(0, len(qs), block):
-            out_d[s : s + block], out_i[s : s + block] = top_k(
-                pairwise_sq_l2(qs[s : s + block], self.codes), k
-            )
-        return finish(out_d, out_i, self.metric)
+        codes = self.codes
+        return scan_blocks(
+            self.pca.project(qs), k, len(codes), lambda b: top_k(pairwise_sq_l2(b, codes), k)
+        )
 
     @property
     def nbytes(self) -> int:

@@ -14,21 +14,15 @@ m look-ups and adds (asymmetric distance computation, "ADC": the query stays exa
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from learn.lab.events import Emit, no_emit
 from learn.lab.vindex.base import (
-    SCAN_ELEMENTS,
-    Hits,
+    BaseIndex,
     as_matrix,
-    check_k,
     check_metric,
-    finish,
     pairwise_sq_l2,
-    prepare,
-    require_built,
+    scan_blocks,
     top_k,
 )
 from learn.lab.vindex.kmeans import assign, kmeans
@@ -113,7 +107,7 @@ class ProductQuantizer:
         return 0 if self.codebooks is None else self.codebooks.nbytes
 
 
-class PQIndex:
+class PQIndex(BaseIndex):
     """Flat scan over PQ codes with asymmetric distances: ``m * nbits / 8`` bytes a vector."""
 
     name = "pq"
@@ -122,30 +116,19 @@ class PQIndex:
         self.metric = check_metric(metric)
         self.pq = ProductQuantizer(m, nbits, seed=seed)
         self.codes: np.ndarray | None = None  # (n, m) uint8
-        self.d = 0
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
-        self.d = x.shape[1]
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         self.pq.train(x, emit=emit)
         self.codes = self.pq.encode(x)
-        emit("progress", pct=100.0, message=f"pq: encoded {len(x)} vectors")
+        return f"encoded {len(x)} vectors"
 
-    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+    def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scan every code with ADC. No search parameters."""
-        require_built(self, self.codes is not None)
         assert self.codes is not None
-        if params:
-            raise TypeError(f"pq search takes no parameters, got {sorted(params)}")
-        k = check_k(k)
-        qs = prepare(queries, self.metric, self.d, "queries")
-        block = max(1, SCAN_ELEMENTS // max(len(self.codes), 1))
-        out_d = np.empty((len(qs), k), dtype=np.float32)
-        out_i = np.empty((len(qs), k), dtype=np.int64)
-        for s in range(0, len(qs), block):
-            dist = self.pq.adc(self.pq.distance_tables(qs[s : s + block]), self.codes)
-            out_d[s : s + block], out_i[s : s + block] = top_k(dist, k)
-        return finish(out_d, out_i, self.metric)
+        codes = self.codes
+        return scan_blocks(
+            qs, k, len(codes), lambda b: top_k(self.pq.adc(self.pq.distance_tables(b), codes), k)
+        )
 
     @property
     def nbytes(self) -> int:

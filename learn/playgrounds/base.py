@@ -1,0 +1,116 @@
+"""What a playground is: its parameters (with hard bounds), its handler, where it runs.
+
+One registry, filled by the chapter modules next to this one. An entry names its handler
+by a dotted path (``"workers.handlers.tokens:bpe_train"``): the worker imports it, the web
+process never does, so forms and API validate without loading any compute code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
+from ninja import Schema
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from learn.models import Run
+
+
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="random seed")]
+
+
+class FormProblem(ValueError):
+    """A form post that cannot even be read (e.g. an upload that is not text)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PlaygroundError(Exception):
+    """A failure whose message is meant for the learner (bad data, nothing to do)."""
+
+
+class PlaygroundParams(Schema):
+    """Base for playground parameters; unknown fields are refused, not ignored."""
+
+    model_config = {"extra": "forbid"}
+
+    @classmethod
+    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
+        """A form post's fields as the JSON body a script would send."""
+        return {key: form.get(key) for key in form if key != "csrfmiddlewaretoken"}
+
+    def stored(self) -> dict[str, Any]:
+        """What goes into Run.params (large inputs are kept elsewhere, see ``attach``)."""
+        return self.model_dump()
+
+    def attach(self, run: Run) -> None:
+        """Store what ``stored`` left out, in the same transaction as the run."""
+
+    @classmethod
+    def restored(cls, run: Run) -> dict[str, Any]:
+        """The body that validates to this run's parameters again (``stored`` + ``attach``)."""
+        return dict(run.params)
+
+
+def split_list(raw: str | None) -> list[str]:
+    """A form field of comma- or line-separated items, stripped, empties dropped."""
+    return [part.strip() for part in (raw or "").replace("\n", ",").split(",") if part.strip()]
+
+
+def number_list(raw: str | None) -> list[str]:
+    """A form's "256, 512 1024" as ["256", "512", "1024"] (the schema checks each)."""
+    return split_list((raw or "").replace(" ", ","))
+
+
+@dataclass(frozen=True)
+class Playground:
+    slug: str
+    title: str
+    chapter: str
+    summary: str
+    params: type[PlaygroundParams]
+    handler: str  # "package.module:function", imported by the worker only
+    queue: str = "cpu"  # "gpu" when it uses a model: GPU workers take it first
+    time_limit: int = 120  # seconds; the worker stops it after this
+    live: bool = False  # its template has `live` (shown while running) and `partial` parts
+    uploads: bool = False  # its form sends a file (multipart)
+
+    @property
+    def template(self) -> str:
+        return f"playgrounds/{self.slug}.html"
+
+    @property
+    def form_template(self) -> str:
+        return f"{self.template}#form"
+
+    @property
+    def result_template(self) -> str:
+        return f"{self.template}#result"
+
+    @property
+    def live_template(self) -> str:
+        return f"{self.template}#live"
+
+    @property
+    def partial_template(self) -> str:
+        return f"{self.template}#partial"
+
+
+PLAYGROUNDS: dict[str, Playground] = {}
+
+
+def register(*playgrounds: Playground) -> None:
+    """Add a chapter's playgrounds to the registry (each slug once)."""
+    for pg in playgrounds:
+        if pg.slug in PLAYGROUNDS:
+            raise ValueError(f"playground '{pg.slug}' is registered twice")
+        PLAYGROUNDS[pg.slug] = pg
+
+
+def for_chapter(chapter: str) -> list[Playground]:
+    return [pg for pg in PLAYGROUNDS.values() if pg.chapter == chapter]

@@ -1,0 +1,301 @@
+"""Chapter 5's handlers: KV cache, paged KV, tiled attention, quantization, the weight
+inspector, speculative decoding, sliding-window attention, mixture of experts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import cache
+from typing import Any
+
+from learn.lab.events import Emit, scaled_emit
+from learn.lab.facts import SMOLLM2
+from learn.playgrounds import PlaygroundError
+from learn.playgrounds.inference import (
+    KVCacheParams,
+    MoEParams,
+    PagedKVParams,
+    QuantizeParams,
+    SparseAttentionParams,
+    SpeculativeParams,
+    TiledAttentionParams,
+    WeightInspectParams,
+)
+from workers import modelcache
+from workers.handlers import Job
+from workers.handlers.transformers import generation_summary, prompt_ids
+
+MODE_WORDS = {"cache": "with the KV cache", "no_cache": "recomputing everything"}
+
+
+def kv_cache(p: KVCacheParams, job: Job) -> dict[str, Any]:
+    from learn.lab.decoding import kv_cache_comparison
+
+    job.emit("progress", pct=2, message="Loading SmolLM2")
+    model, tokenizer = modelcache.smollm2()
+    ids = prompt_ids(p.prompt)
+    n = p.max_new_tokens
+
+    def relay(kind: str, /, **data: Any) -> None:
+        if kind == "partial":
+            done = data["step"] + 1 + (n if data["mode"] == "cache" else 0)
+            job.emit(
+                "progress",
+                pct=100 * done / (2 * n),
+                message=f"{MODE_WORDS[data['mode']]}: token {done} of {2 * n}",
+            )
+        job.emit(kind, **data)
+
+    result = kv_cache_comparison(model, ids, n, tokenizer=tokenizer, emit=relay)
+    prompt = len(ids)
+    per_pos = result["cache_bytes_per_position"]
+    return {
+        "cache": generation_summary(result["cache"]),
+        "no_cache": generation_summary(result["no_cache"]),
+        "same_tokens": result["same_tokens"],
+        "speedup": round(result["speedup"], 3),
+        "cache_bytes_per_position": per_pos,
+        "cache_bytes_by_position": [per_pos * (prompt + i + 1) for i in range(n)],
+        "prompt_tokens": prompt,
+        "device": result["device"],
+    }
+
+
+def paged_kv(p: PagedKVParams, job: Job) -> dict[str, Any]:
+    import random
+
+    from learn.lab.kvcache import KVCache
+    from learn.lab.paged import OutOfBlocks, Request, simulate_paged
+
+    rng = random.Random(p.seed)
+    requests = [
+        Request(
+            prompt_tokens=rng.randint(16, 256) + (p.shared_prefix if i < p.sharers else 0),
+            output_tokens=rng.randint(8, 256),
+            arrival_step=rng.randint(0, 64),
+            shares_prefix=i < p.sharers,
+        )
+        for i in range(p.requests)
+    ]
+    per_slot = KVCache.bytes_for(  # SmolLM2's K and V per token, fp32
+        SMOLLM2.n_layers, SMOLLM2.n_kv_heads, SMOLLM2.head_dim, 1, 4
+    )
+    snapshot: dict[str, Any] = {}
+    try:
+        history = simulate_paged(
+            requests,
+            block_size=p.block_size,
+            num_blocks=p.num_blocks,
+            max_len=p.max_len,
+            shared_prefix=p.shared_prefix,
+            bytes_per_slot=per_slot,
+            peak=snapshot,
+            emit=scaled_emit(job.emit, 0, 100),
+        )
+    except OutOfBlocks as exc:
+        raise PlaygroundError(
+            f"The pool ran out: {exc}. Give it more blocks or serve fewer requests; "
+            "a real server would make a request wait or preempt one."
+        ) from exc
+    peak = max(history, key=lambda s: s.allocated_slots)
+    return {
+        "requests": [asdict(r) for r in requests],
+        "steps": [asdict(s) for s in history],
+        "peak": asdict(peak),
+        "snapshot": snapshot,
+        "waste_paged": peak.waste_slots / max(peak.allocated_slots, 1),
+        "waste_contiguous": peak.contiguous_waste_slots / max(peak.contiguous_slots, 1),
+        "bytes_per_slot": per_slot,
+        "device": "cpu",
+    }
+
+
+def tiled_attention(p: TiledAttentionParams, job: Job) -> dict[str, Any]:
+    import torch
+
+    from learn.lab.attention import measure, naive_attention, sdpa, tiled_attention
+
+    rows = []
+    total = len(p.seq_lens) * 3
+    for i, n in enumerate(p.seq_lens):
+        for j, method in enumerate(("naive", "tiled", "sdpa")):
+            job.emit("progress", pct=100 * (3 * i + j) / total, message=f"{method} at n={n}")
+            m = measure(
+                method,
+                n,
+                p.d * p.heads,  # the model width, split into heads of p.d
+                p.heads,
+                job.device,
+                causal=p.causal,
+                block_size=p.block_size,
+            )
+            rows.append(asdict(m))
+            job.emit("partial", row=rows[-1])
+    g = torch.Generator().manual_seed(0)
+    n = min(p.seq_lens)
+    q, k, v = (torch.randn(1, p.heads, n, p.d, generator=g) for _ in range(3))
+    reference = sdpa(q, k, v, p.causal)
+    diffs = {
+        "naive": float((naive_attention(q, k, v, p.causal) - reference).abs().max()),
+        "tiled": float((tiled_attention(q, k, v, p.causal, p.block_size) - reference).abs().max()),
+    }
+    return {
+        "rows": rows,
+        "max_abs_diff": diffs,
+        "diff_at": n,
+        "device": job.device,
+        **p.model_dump(),
+    }
+
+
+def speculative(p: SpeculativeParams, job: Job) -> dict[str, Any]:
+    from learn.lab.decoding import generate as decode
+    from learn.lab.llama import truncated
+    from learn.lab.speculative import speculative_draft_model, speculative_prompt_lookup
+
+    job.emit("progress", pct=2, message="Loading SmolLM2")
+    model, tokenizer = modelcache.smollm2()
+    ids = prompt_ids(p.prompt)
+    n = p.max_new_tokens
+    job.emit("progress", pct=5, message="Plain greedy decoding (the reference)")
+    plain = decode(model, ids, n, tokenizer=tokenizer)
+    job.emit("progress", pct=35, message="Prompt-lookup speculation")
+
+    def tagged(method: str) -> Emit:
+        def fn(kind: str, /, **data: Any) -> None:
+            job.emit(kind, method=method, **data) if kind == "partial" else job.emit(kind, **data)
+
+        return fn
+
+    lookup = speculative_prompt_lookup(
+        model, ids, n, p.ngram, p.num_draft, tokenizer=tokenizer, emit=tagged("lookup")
+    )
+    if p.draft == "fp16":
+        label = "an fp16 copy of the model"
+        draft = _fp16_draft(model)
+    else:
+        label = f"the first {p['draft_layers']} layers"
+        draft = truncated(model, p.draft_layers)
+    job.emit("progress", pct=65, message=f"Draft model: {label}")
+    drafted = speculative_draft_model(
+        model, draft, ids, n, min(p.num_draft, 8), tokenizer=tokenizer, emit=tagged("draft")
+    )
+
+    def summary(spec: Any) -> dict[str, Any]:
+        out = asdict(spec)
+        out["acceptance_rate"] = round(spec.acceptance_rate, 4)
+        out["speedup"] = round(plain.total_ms / spec.total_ms, 3) if spec.total_ms else 0.0
+        out["same_as_greedy"] = spec.tokens == plain.tokens
+        out["pieces"] = [
+            {"text": tokenizer.decode(step_tokens), "accepted": accepted}
+            for step_tokens, accepted in _pieces(spec)
+        ]
+        return out
+
+    return {
+        "plain": generation_summary(plain),
+        "lookup": summary(lookup),
+        "draft": summary(drafted),
+        "draft_label": label,
+        "device": str(model.device),
+    }
+
+
+@cache
+def _fp16_draft(model: Any) -> Any:
+    """SmolLM2 in fp16, made once per worker: same tokenizer, half the bytes per step."""
+    from learn.lab.llama import half_precision
+
+    return half_precision(model)
+
+
+def _pieces(spec: Any) -> list[tuple[list[int], bool]]:
+    """Cut the output into runs: the drafted tokens each step kept (accepted) and the one
+    token the target model added itself."""
+    out, at = [], 0
+    for step in spec.steps:
+        if step.accepted:
+            out.append((spec.tokens[at : at + step.accepted], True))
+            at += step.accepted
+        if at < len(spec.tokens):
+            out.append((spec.tokens[at : at + 1], False))
+            at += 1
+    return out
+
+
+def sparse_attention(p: SparseAttentionParams, job: Job) -> dict[str, Any]:
+    from learn.lab.quantbench import HELD_OUT
+    from learn.lab.sparse import window_mask, window_quality
+
+    job.emit("progress", pct=2, message="Loading SmolLM2")
+    model = modelcache.smollm2()[0]
+    text = p.text or HELD_OUT.read_text()
+    ids = prompt_ids(text, chat=False, limit=512)
+    result = window_quality(model, ids, sorted(set(p.windows)), sinks=p.sinks, emit=job.emit)
+    shown = 24  # a corner of the mask, for the picture
+    result["masks"] = {
+        str(w): window_mask(shown, w, p.sinks).int().tolist() for w in sorted(set(p.windows))
+    }
+    result["sink_count"] = p.sinks
+    return result
+
+
+def moe(p: MoEParams, job: Job) -> dict[str, Any]:
+    from learn.lab.moe import moe_demo
+
+    result = moe_demo(
+        p.tokens,
+        p.dim,
+        p.experts,
+        p.top_k,
+        router_skew=p.router_skew,
+        capacity_factor=p.capacity_factor,
+        seed=p.seed,
+        device=job.device,
+        emit=job.emit,
+    )
+    return {**result, "stats": asdict(result["stats"]), "top_k": p.top_k}
+
+
+def quantize(p: QuantizeParams, job: Job) -> dict[str, Any]:
+    from learn.lab.quantbench import bench_minilm, bench_smollm2
+
+    if p.model == "minilm":
+        rows = bench_minilm(p.variants, device=job.device, sentences=p.sentences, emit=job.emit)
+    else:
+        rows = bench_smollm2(
+            p.variants,
+            device=job.device,
+            group_size=p.group_size,
+            new_tokens=p.new_tokens,
+            emit=job.emit,
+        )
+    return {"model": p.model, "rows": rows, "group_size": p.group_size, "device": job.device}
+
+
+MATRICES = {
+    "smollm2": {
+        "attention-in": "layers.{}.attention.wqkv",
+        "attention-out": "layers.{}.attention.wo",
+        "mlp-in": "layers.{}.feed_forward.w13",
+        "mlp-out": "layers.{}.feed_forward.w2",
+    },
+    "minilm": {
+        "attention-in": "encoder.layer.{}.attention.self.query",
+        "attention-out": "encoder.layer.{}.attention.output.dense",
+        "mlp-in": "encoder.layer.{}.intermediate.dense",
+        "mlp-out": "encoder.layer.{}.output.dense",
+    },
+}
+
+
+def weight_inspect(p: WeightInspectParams, job: Job) -> dict[str, Any]:
+    from learn.lab.quantize import inspect_weight, linear_weight
+
+    job.emit("progress", pct=10, message="Loading the model")
+    model = modelcache.smollm2()[0] if p.model == "smollm2" else modelcache.encoder().model
+    name = MATRICES[p.model][p.matrix].format(p.layer)
+    found = linear_weight(model.get_submodule(name))
+    assert found is not None, name
+    report = inspect_weight(found[0], p.scheme, p.group_size)
+    return {**report, "model": p.model, "name": name, "device": "cpu"}
