@@ -33,3 +33,24 @@ def test_a_handler_takes_its_schema_instance_and_a_job(tasks) -> None:
     result = tasks.handler_for("mcts")(params, Job("run", lambda *_, **__: None, "cuda"))
     assert result["move"] == 2  # X completes the top row
     assert tasks.with_device(result, "cuda")["device"] == "cpu"  # tree search: CPU work
+
+
+def test_every_lazy_import_inside_a_handler_resolves(tasks) -> None:
+    """Handlers import the lab inside their functions (only workers load torch); a renamed
+    lab function would otherwise surface as a failed run, not a failed test."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    missing = []
+    for path in sorted((Path(tasks.__file__).parent / "handlers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                module = importlib.import_module(node.module)
+                missing += [
+                    f"{path.name}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if not hasattr(module, alias.name)
+                    and importlib.util.find_spec(f"{node.module}.{alias.name}") is None
+                ]
+    assert not missing

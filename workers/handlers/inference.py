@@ -290,7 +290,8 @@ MATRICES = {
 
 
 def weight_inspect(p: WeightInspectParams, job: Job) -> dict[str, Any]:
-    from learn.lab.quantize import inspect_weight, linear_weight
+    from learn.lab.quality import inspect_weight
+    from learn.lab.quantized_models import linear_weight
 
     job.emit("progress", pct=10, message="Loading the model")
     model = modelcache.smollm2()[0] if p.model == "smollm2" else modelcache.encoder().model
