@@ -73,8 +73,8 @@ def services() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def worker(services: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on both queues."""
-    from webapp.run import worker_command
     from webapp.celery import app
+    from webapp.run import worker_command
 
     log = VAR / "worker.log"
     proc = subprocess.Popen(

@@ -96,4 +96,9 @@ IVF_KINDS = frozenset({"ivf_flat", "ivf_pq", "faiss_ivf_flat", "faiss_ivf_pq"}) 
 PQ_KINDS = frozenset({"ivf_pq", "pq", "faiss_ivf_pq"})  # take m and nbits
 SEEDED_KINDS = frozenset({"hnsw", "ivf_flat", "ivf_pq"})  # ours, with a random seed
 # Our from-scratch indexes are written to be read; past these sizes they are too slow.
-SCRATCH_LIMITS: dict[str, int] = {"hnsw": 20_000, "kdtree": 50_000, "ivf_pq": 100_000, "pq": 100_000}
+SCRATCH_LIMITS: dict[str, int] = {
+    "hnsw": 20_000,
+    "kdtree": 50_000,
+    "ivf_pq": 100_000,
+    "pq": 100_000,
+}
