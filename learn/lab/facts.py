@@ -48,6 +48,7 @@ VARIANT_LABELS: dict[str, str] = {
     "int4-weight": "int4 weight-only, group-wise (ours)",
 }
 CUDA_ONLY_VARIANTS = frozenset({"fp16"})
+DEFAULT_VARIANTS = ("fp32", "bf16", "int8-weight", "int4-weight")  # the quantize form's ticks
 GROUP_SIZES = (32, 64, 128, 256)  # int4 group sizes: a group shares one scale and zero
 
 # -------------------------------------------------------------------------- tokenizers
@@ -94,6 +95,7 @@ INDEX_LABELS: dict[str, str] = {
 HNSW_KINDS = frozenset({"hnsw", "faiss_hnsw", "hnswlib"})  # take M and ef_construction
 IVF_KINDS = frozenset({"ivf_flat", "ivf_pq", "faiss_ivf_flat", "faiss_ivf_pq"})  # take nlist
 PQ_KINDS = frozenset({"ivf_pq", "pq", "faiss_ivf_pq"})  # take m and nbits
+DEFAULT_INDEXES = ("flat", "hnsw", "hnswlib", "ivf_flat", "faiss_ivf_flat")  # the lab's ticks
 SEEDED_KINDS = frozenset({"hnsw", "ivf_flat", "ivf_pq"})  # ours, with a random seed
 # Our from-scratch indexes are written to be read; past these sizes they are too slow.
 SCRATCH_LIMITS: dict[str, int] = {

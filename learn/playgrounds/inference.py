@@ -10,7 +10,14 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from pydantic import Field, model_validator
 
-from learn.lab.facts import GROUP_SIZES, MINILM_LAYERS, SMOLLM2, QuantModel, VariantName
+from learn.lab.facts import (
+    DEFAULT_VARIANTS,
+    GROUP_SIZES,
+    MINILM_LAYERS,
+    SMOLLM2,
+    QuantModel,
+    VariantName,
+)
 from learn.playgrounds.base import Playground, PlaygroundParams, Seed, number_list, register
 
 GROUP_SIZE_HELP = "int4 group size: " + ", ".join(map(str, GROUP_SIZES))
@@ -138,9 +145,7 @@ class MoEParams(PlaygroundParams):
 
 class QuantizeParams(PlaygroundParams):
     model: QuantModel = "smollm2"
-    variants: list[VariantName] = Field(
-        default=["fp32", "bf16", "int8-weight", "int4-weight"], min_length=1, max_length=6
-    )
+    variants: list[VariantName] = Field(default=list(DEFAULT_VARIANTS), min_length=1, max_length=6)
     group_size: int = Field(default=32, description=GROUP_SIZE_HELP)
     new_tokens: int = Field(default=32, ge=8, le=128, description="SmolLM2: tokens timed")
     sentences: int = Field(default=256, ge=32, le=512, description="MiniLM: texts embedded")

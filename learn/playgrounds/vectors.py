@@ -14,6 +14,7 @@ from django.utils.datastructures import MultiValueDict
 from pydantic import Field, model_validator
 
 from learn.lab.facts import (
+    DEFAULT_INDEXES,
     HNSW_KINDS,
     IVF_KINDS,
     PQ_KINDS,
@@ -121,7 +122,7 @@ class IndexParams(VectorData):
 
 class IndexLabParams(IndexParams):
     indexes: list[IndexName] = Field(
-        default=["flat", "hnsw", "hnswlib", "ivf_flat", "faiss_ivf_flat"],
+        default=list(DEFAULT_INDEXES),
         min_length=1,
         max_length=8,
         description="1-8 indexes to build and compare",
