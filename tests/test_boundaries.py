@@ -101,3 +101,34 @@ def test_every_registered_handler_exists_and_the_web_side_never_imports_it() -> 
         chapter = pg.params.__module__.rsplit(".", 1)[-1]
         assert module == f"workers.handlers.{chapter}", (slug, module)
         assert callable(getattr(importlib.import_module(module), name)), slug
+
+
+def test_there_are_no_import_cycles_among_our_modules() -> None:
+    """Not even ones hidden by imports inside functions (grimp sees those too)."""
+    import grimp
+
+    graph = grimp.build_graph("learn", "workers", "webapp")
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for other in graph.find_modules_directly_imported_by(module) & graph.modules:
+            if other not in order:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], order[other])
+        if low[module] == order[module]:
+            component = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in order:
+            visit(module)
+    assert not cycles
