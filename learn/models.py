@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
@@ -27,6 +28,12 @@ class Run(models.Model):
     params = models.JSONField()
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    owner = models.CharField(
+        max_length=80,
+        blank=True,
+        db_index=True,
+        help_text="who started it: 'session:<key>', 'user:<id>' or 'key:<id>' (see learn.owners)",
     )
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -118,3 +125,113 @@ class TrainedTokenizer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.vocab_size:,} tokens, {self.pretokenizer})"
+
+
+class ApiKey(models.Model):
+    """A key for the JSON and OpenAI-compatible APIs (``Authorization: Bearer fp-…``).
+
+    Only a SHA-256 of the key is stored; staff see the key once, when they create it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, help_text="who or what uses it")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    requests_per_minute = models.PositiveIntegerField(default=60)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Collection(models.Model):
+    """Documents to retrieve from: the course itself (built in) or a learner's own."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    owner = models.CharField(max_length=80, blank=True, db_index=True)
+    builtin = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-builtin", "-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    """One text of a collection (a lesson, an upload, a paste), kept whole for highlighting."""
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=255)
+    source = models.CharField(max_length=255, blank=True, help_text="file name, lesson, 'pasted'")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["collection", "id"]
+
+
+class Chunk(models.Model):
+    """A span of a document, cut by one chunker, with its MiniLM embedding."""
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    chunker = models.CharField(max_length=16)
+    position = models.PositiveIntegerField(help_text="order within the document and chunker")
+    start = models.PositiveIntegerField(help_text="character offset in the document")
+    end = models.PositiveIntegerField()
+    section = models.CharField(max_length=100, blank=True, help_text="lesson section id")
+    text = models.TextField()
+    tokens = models.PositiveIntegerField()
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+
+    class Meta:
+        ordering = ["document", "chunker", "position"]
+        indexes = [
+            models.Index(fields=["collection", "chunker"]),
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+
+
+class CacheEntry(models.Model):
+    """A generated answer kept under its question's embedding: the semantic cache."""
+
+    collection = models.ForeignKey(
+        Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="cache"
+    )
+    question = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    answer = models.TextField()
+    generation_ms = models.FloatField()
+    hits = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            HnswIndex(
+                name="cache_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            )
+        ]

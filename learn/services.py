@@ -18,9 +18,9 @@ from celery import current_app
 from django.db import connection, transaction
 from django.utils import timezone
 
-from learn import events
+from learn import events, owners
 from learn.lab.events import Emit, no_emit
-from learn.models import Run, TextEmbedding, TrainedTokenizer, VocabWord
+from learn.models import ApiKey, Run, TextEmbedding, TrainedTokenizer, VocabWord
 from learn.playgrounds import PLAYGROUNDS, Playground, PlaygroundParams
 from learn.playgrounds.vectors import PgvectorParams
 
@@ -37,10 +37,13 @@ class QueueUnavailable(Exception):
     """The broker refused the job; the run was not kept."""
 
 
-def create_run(playground: Playground, params: PlaygroundParams) -> Run:
-    """Store a run and queue its job; if queueing fails, nothing is left behind."""
+def create_run(playground: Playground, params: PlaygroundParams, *, owner: str = "") -> Run:
+    """Store a run and queue its job; if queueing fails, nothing is left behind.
+
+    ``owner`` is an ``Owner.tag`` (learn.owners): who may cancel it and see it as theirs.
+    """
     with transaction.atomic():
-        run = Run.objects.create(playground=playground.slug, params=params.stored())
+        run = Run.objects.create(playground=playground.slug, params=params.stored(), owner=owner)
         params.attach(run)
     try:
         current_app.send_task(
@@ -64,7 +67,7 @@ def load_params(run: Run) -> PlaygroundParams:
 
 def rerun(run: Run) -> Run:
     """The same playground with the same parameters (and the same corpus, if it had one)."""
-    return create_run(PLAYGROUNDS[run.playground], load_params(run))
+    return create_run(PLAYGROUNDS[run.playground], load_params(run), owner=run.owner)
 
 
 def start_run(run_id: str, *, worker: str, device: str, versions: dict[str, str]) -> bool:
@@ -138,6 +141,21 @@ def fail_runs_of_dead_worker(worker: str) -> int:
     return sum(
         fail_run(str(i), "The worker restarted while running this job; run it again.") for i in ids
     )
+
+
+def create_api_key(
+    name: str, *, user: Any = None, requests_per_minute: int = 60
+) -> tuple[ApiKey, str]:
+    """A new API key; returns it and its plaintext, which is shown once and never stored."""
+    plaintext, prefix, digest = owners.new_key()
+    key = ApiKey.objects.create(
+        name=name,
+        prefix=prefix,
+        key_hash=digest,
+        user=user,
+        requests_per_minute=requests_per_minute,
+    )
+    return key, plaintext
 
 
 # --------------------------------------------------------- what handlers store for a run
