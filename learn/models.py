@@ -191,6 +191,8 @@ class Chunk(models.Model):
     position = models.PositiveIntegerField(help_text="order within the document and chunker")
     start = models.PositiveIntegerField(help_text="character offset in the document")
     end = models.PositiveIntegerField()
+    context_start = models.PositiveIntegerField(help_text="what the model is given: a window")
+    context_end = models.PositiveIntegerField()
     section = models.CharField(max_length=100, blank=True, help_text="lesson section id")
     text = models.TextField()
     tokens = models.PositiveIntegerField()

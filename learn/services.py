@@ -16,11 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from learn import events, owners
 from learn.lab.events import Emit, no_emit
-from learn.models import ApiKey, Run, TextEmbedding, TrainedTokenizer, VocabWord
+from learn.models import (
+    ApiKey,
+    CacheEntry,
+    Chunk,
+    Collection,
+    Document,
+    Run,
+    TextEmbedding,
+    TrainedTokenizer,
+    VocabWord,
+)
 from learn.playgrounds import PLAYGROUNDS, Playground, PlaygroundParams
 from learn.playgrounds.vectors import PgvectorParams
 
@@ -304,3 +315,95 @@ def pgvector_search(
 def vector_literal(v: np.ndarray) -> str:
     """pgvector's text form of a vector: '[1.5,2,...]'."""
     return "[" + ",".join(f"{x:.7g}" for x in v.tolist()) + "]"
+
+
+# ------------------------------------------------------------ chapter 6: collections, cache
+
+COURSE_LOCK = 0x66700002  # pg advisory lock: one process ingests the course
+
+
+@dataclass
+class ChunkRow:
+    """One chunk to store: where it is in its document, and its (384,) embedding."""
+
+    chunker: str
+    position: int
+    start: int
+    end: int
+    context_start: int
+    context_end: int
+    text: str
+    tokens: int
+    embedding: np.ndarray
+    section: str = ""
+
+
+@dataclass
+class DocumentRows:
+    title: str
+    source: str
+    text: str
+    chunks: list[ChunkRow]
+
+
+def store_collection(
+    name: str, owner: str, documents: list[DocumentRows], *, builtin: bool = False
+) -> str:
+    """A collection with its documents and chunks, in one transaction: all or nothing."""
+    with transaction.atomic():
+        collection = Collection.objects.create(name=name, owner=owner, builtin=builtin)
+        for doc in documents:
+            document = Document.objects.create(
+                collection=collection, title=doc.title[:255], source=doc.source[:255], text=doc.text
+            )
+            Chunk.objects.bulk_create(
+                (
+                    Chunk(collection=collection, document=document, **vars(row))
+                    for row in doc.chunks
+                ),
+                batch_size=500,
+            )
+    return str(collection.pk)
+
+
+def ensure_course_collection(build: Callable[[], list[DocumentRows]]) -> str:
+    """The built-in collection of the course's lessons, ingested once (``build`` chunks and
+    embeds them); several workers asking at once wait for the first."""
+    found = Collection.objects.filter(builtin=True).first()
+    if found is not None:
+        return str(found.pk)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [COURSE_LOCK])
+        found = Collection.objects.filter(builtin=True).first()
+        if found is not None:
+            return str(found.pk)
+        return store_collection("Forward Pass course", "", build(), builtin=True)
+
+
+def cache_answer(
+    collection_id: str | None,
+    question: str,
+    embedding: np.ndarray,
+    answer: str,
+    generation_ms: float,
+    ttl_seconds: int,
+) -> None:
+    """Keep a generated answer under its question's embedding until it expires."""
+    CacheEntry.objects.create(
+        collection_id=collection_id,
+        question=question,
+        embedding=embedding,
+        answer=answer,
+        generation_ms=generation_ms,
+        expires_at=timezone.now() + timedelta(seconds=ttl_seconds),
+    )
+
+
+def count_cache_hit(entry_id: int) -> None:
+    CacheEntry.objects.filter(pk=entry_id).update(hits=F("hits") + 1)
+
+
+def purge_expired_cache() -> int:
+    """Delete expired cache entries; returns how many went."""
+    return CacheEntry.objects.filter(expires_at__lte=timezone.now()).delete()[0]

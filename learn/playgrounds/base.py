@@ -8,7 +8,7 @@ process never does, so forms and API validate without loading any compute code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
@@ -55,6 +55,43 @@ class PlaygroundParams(Schema):
     def restored(cls, run: Run) -> dict[str, Any]:
         """The body that validates to this run's parameters again (``stored`` + ``attach``)."""
         return dict(run.params)
+
+    def collections(self) -> list[str]:
+        """Ids of the document collections these parameters name (the API checks that the
+        requester may use each one)."""
+        return []
+
+
+class LargeTextParams(PlaygroundParams):
+    """Parameters with one large text (a corpus, an upload) that is kept beside the run
+    (``Corpus``), not in ``Run.params``: the run keeps only its length."""
+
+    large_field: ClassVar[str] = "text"
+
+    def large_text(self) -> str | None:
+        return getattr(self, self.large_field)
+
+    def source_name(self) -> str:
+        return "pasted"
+
+    def stored(self) -> dict[str, Any]:
+        params = self.model_dump(exclude={self.large_field})
+        if self.large_text() is not None:
+            params[f"{self.large_field}_chars"] = len(self.large_text() or "")
+        return params
+
+    def attach(self, run: Run) -> None:
+        from learn.models import Corpus
+
+        if self.large_text() is not None:
+            Corpus.objects.create(run=run, text=self.large_text(), source=self.source_name())
+
+    @classmethod
+    def restored(cls, run: Run) -> dict[str, Any]:
+        params = dict(run.params)
+        if params.pop(f"{cls.large_field}_chars", None) is not None:
+            params[cls.large_field] = run.corpus.text
+        return params
 
 
 def split_list(raw: str | None) -> list[str]:

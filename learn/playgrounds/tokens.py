@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from learn.lab.facts import Pretokenizer
-from learn.playgrounds.base import FormProblem, Playground, PlaygroundParams, register, split_list
-
-if TYPE_CHECKING:
-    from learn.models import Run
+from learn.playgrounds.base import (
+    FormProblem,
+    LargeTextParams,
+    Playground,
+    PlaygroundParams,
+    register,
+    split_list,
+)
 
 MAX_CORPUS_BYTES = 20 * 1024 * 1024
 SpecialToken = Annotated[str, StringConstraints(min_length=1, max_length=32)]
@@ -21,7 +25,9 @@ CLASSIC_CORPUS = "low " * 5 + "lowest " * 2 + "newer " * 6 + "wider " * 3 + "new
 BUILTIN_TOKENIZERS = {"smollm2": "SmolLM2 (byte-level BPE)", "minilm": "MiniLM (WordPiece)"}
 
 
-class BpeTrainParams(PlaygroundParams):
+class BpeTrainParams(LargeTextParams):
+    large_field = "corpus"
+
     corpus: str | None = Field(
         default=None, description="text to train on (at most 20 MB of UTF-8), or use `builtin`"
     )
@@ -82,25 +88,6 @@ class BpeTrainParams(PlaygroundParams):
             return "\n\n".join(pydoc_data.topics.topics.values())
         assert self.corpus is not None
         return self.corpus
-
-    def stored(self) -> dict[str, Any]:
-        params = self.model_dump(exclude={"corpus"})
-        if self.corpus is not None:
-            params["corpus_chars"] = len(self.corpus)
-        return params
-
-    def attach(self, run: Run) -> None:
-        from learn.models import Corpus
-
-        if self.corpus is not None:
-            Corpus.objects.create(run=run, text=self.corpus, source="pasted")
-
-    @classmethod
-    def restored(cls, run: Run) -> dict[str, Any]:
-        params = dict(run.params)
-        if params.pop("corpus_chars", None) is not None:
-            params["corpus"] = run.corpus.text
-        return params
 
 
 class BpeStepParams(PlaygroundParams):
