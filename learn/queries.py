@@ -93,8 +93,40 @@ def chunks_of(collection_id: str, chunker: str) -> list[dict[str, Any]]:
     return list(
         Chunk.objects.filter(collection_id=collection_id, chunker=chunker)
         .order_by("id")
-        .values("id", "document_id", "position", "start", "end", "section", "text", "tokens")
+        .values(
+            "id",
+            "document_id",
+            "position",
+            "start",
+            "end",
+            "context_start",
+            "context_end",
+            "section",
+            "text",
+            "tokens",
+        )
     )
+
+
+def chunks_of_ids(chunk_ids: list[int]) -> list[dict[str, Any]]:
+    """These chunks (any order), with where they sit in their documents."""
+    return list(
+        Chunk.objects.filter(pk__in=chunk_ids).values(
+            "id",
+            "document_id",
+            "start",
+            "end",
+            "context_start",
+            "context_end",
+            "section",
+            "text",
+            "tokens",
+        )
+    )
+
+
+def chunk_count(collection_id: str, chunker: str) -> int:
+    return Chunk.objects.filter(collection_id=collection_id, chunker=chunker).count()
 
 
 def chunk_vectors(chunk_ids: list[int]) -> dict[int, np.ndarray]:

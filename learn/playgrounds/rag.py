@@ -38,6 +38,7 @@ def _minilm_tokenizer() -> Any:
 
     tokenizer = Tokenizer.from_file(str(minilm_tokenizer_file()))
     tokenizer.no_truncation()
+    tokenizer.no_padding()  # MiniLM's file pads every input to 128 for batching
     return tokenizer
 
 
