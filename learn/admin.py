@@ -1,9 +1,11 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from learn import services
-from learn.models import Run
+from learn.models import ApiKey, Run
 
 
 @admin.register(Run)
@@ -40,3 +42,46 @@ class RunAdmin(admin.ModelAdmin):
             self.message_user(request, "The job queue is not reachable.", messages.ERROR)
             return
         self.message_user(request, f"Queued {len(new)} new run(s).", messages.SUCCESS)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys for /v1 and the JSON API: the plaintext is shown once, when a key is added."""
+
+    list_display = ("name", "prefix", "active", "requests_per_minute", "last_used_at", "user")
+    list_filter = ("active",)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    actions = ("deactivate",)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:  # adding: the key itself is generated on save
+            return ["name", "user", "requests_per_minute"]
+        return ["name", "prefix", "user", "requests_per_minute", "active", "created_at",
+                "last_used_at"]  # fmt: skip
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple:
+        return () if obj is None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, plaintext = services.create_api_key(
+            obj.name, user=obj.user, requests_per_minute=obj.requests_per_minute
+        )
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
+            key.pk, key.prefix, key.key_hash, key.created_at
+        )  # fmt: skip
+        obj._state.adding, obj._state.db = False, key._state.db
+        self.message_user(
+            request,
+            f"The key for “{key.name}” is {plaintext} — copy it now: it is not stored and "
+            "will not be shown again. Use it as 'Authorization: Bearer <key>'.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Deactivate selected keys (they stop working at once)")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.filter(active=True).update(active=False)
+        self.message_user(request, f"Deactivated {count} key(s).", messages.SUCCESS)

@@ -308,3 +308,35 @@ def test_quantize_moe_and_speculative_render_their_results(page, site: str) -> N
     assert spec.locator(".spec-text .accepted").count() > 0
     spec.screenshot()
     chapter.finish()
+
+
+def test_ask_the_course_streams_a_cited_answer_and_the_cache_hits_a_paraphrase(
+    page, site: str
+) -> None:
+    chapter = Chapter(page, site, "rag-agents")
+    ask = chapter.playground("rag-ask")
+    ask.locator("input[name=question]").fill("What does a KV cache keep between steps?")
+    ask.start(k=3, max_new_tokens=40)
+    ask.locator("#rag-grounded-live").filter(has_text=" ").wait_for(timeout=600_000)  # streams
+    ask.succeeded(timeout=600_000)
+    assert ask.locator("table.rag-chunks tr.chosen").count() == 3
+    assert ask.locator(".rag-final .generated-final").first.inner_text().strip()
+    citations = ask.locator(".rag-final .generated-final a[href^='#rag-chunk-']")
+    if citations.count():  # SmolLM2 does not always cite; when it does, links reach the chunk
+        target = citations.first.get_attribute("href")
+        assert page.locator(target).count() == 1
+    ask.screenshot()
+
+    cache = chapter.playground("semantic-cache")
+    cache.locator("input[name=question]").fill("Why is attention softmax scaled by sqrt d?")
+    cache.run(timeout=300_000, max_new_tokens=16)
+    assert "Miss" in cache.locator(".cache-verdict").inner_text()
+    cache.locator("input[name=question]").fill("Why is the attention softmax scaled by sqrt d?")
+    cache.run(timeout=300_000, max_new_tokens=16)
+    cache.locator(".cache-verdict.hit").wait_for(timeout=10_000)
+    slider = cache.locator("[data-cache-threshold]")
+    slider.fill("0")  # the lowest threshold: the false hits it would serve are listed
+    assert cache.locator(".false-hits li").count() >= 1
+    assert cache.locator("canvas[data-chart=cache-sweep]").count() == 1
+    cache.screenshot()
+    chapter.finish(screenshot=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,16 +154,25 @@ def load_smollm2(device: str | torch.device = "cpu") -> tuple[Llama, Tokenizer]:
 
 
 def chat_prompt(tokenizer: Tokenizer, user_text: str, system: str = SYSTEM_PROMPT) -> list[int]:
-    """Token ids of SmolLM2's chat template with one user turn, ready for the reply.
+    """Token ids of SmolLM2's chat template with one user turn, ready for the reply."""
+    turns = [{"role": "system", "content": system}, {"role": "user", "content": user_text}]
+    return chat_ids(tokenizer, turns)
 
-    The same text as the GGUF's Jinja template with ``add_generation_prompt=True``.
-    """
-    text = (
-        f"<|im_start|>system\n{system}<|im_end|>\n"
-        f"<|im_start|>user\n{user_text}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-    return tokenizer.encode(text, add_special_tokens=False).ids
+
+def chat_text(messages: Sequence[Mapping[str, str]], system: str = SYSTEM_PROMPT) -> str:
+    """SmolLM2's chat template over ``messages`` ({"role", "content"} each), ready for the
+    reply: the same text as the GGUF's Jinja template with ``add_generation_prompt=True``
+    (which adds the default system turn when the first message is not one)."""
+    turns = list(messages)
+    if turns and turns[0]["role"] != "system":
+        turns.insert(0, {"role": "system", "content": system})
+    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in turns)
+    return body + "<|im_start|>assistant\n"
+
+
+def chat_ids(tokenizer: Tokenizer, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    """Token ids of ``chat_text(messages)``; the template's markers are special tokens."""
+    return tokenizer.encode(chat_text(messages), add_special_tokens=False).ids
 
 
 def smollm2_tokenizer_file() -> Path:

@@ -5,7 +5,15 @@ here, a handler in the mirrored ``workers/handlers/<chapter>.py``, a template
 ``templates/playgrounds/<slug>.html`` (``form`` and ``result`` partials), tests.
 """
 
-from learn.playgrounds import embeddings, inference, rag, tokens, transformers, vectors
+from learn.playgrounds import (
+    embeddings,
+    inference,
+    rag,
+    serving,
+    tokens,
+    transformers,
+    vectors,
+)
 from learn.playgrounds.base import (
     PLAYGROUNDS,
     FormProblem,
@@ -15,7 +23,7 @@ from learn.playgrounds.base import (
     for_chapter,
 )
 
-CHAPTER_MODULES = (embeddings, vectors, tokens, transformers, inference, rag)
+CHAPTER_MODULES = (embeddings, vectors, tokens, transformers, inference, rag, serving)
 
 __all__ = [
     "CHAPTER_MODULES",

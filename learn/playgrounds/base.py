@@ -37,7 +37,8 @@ class PlaygroundError(Exception):
 class PlaygroundParams(Schema):
     """Base for playground parameters; unknown fields are refused, not ignored."""
 
-    model_config = {"extra": "forbid"}
+    # NaN and infinity are no parameter (and Postgres' JSON cannot store them)
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
@@ -116,6 +117,7 @@ class Playground:
     time_limit: int = 120  # seconds; the worker stops it after this
     live: bool = False  # its template has `live` (shown while running) and `partial` parts
     uploads: bool = False  # its form sends a file (multipart)
+    hidden: bool = False  # no lesson page or form: a backend for another API (e.g. /v1)
 
     @property
     def template(self) -> str:
@@ -150,4 +152,5 @@ def register(*playgrounds: Playground) -> None:
 
 
 def for_chapter(chapter: str) -> list[Playground]:
-    return [pg for pg in PLAYGROUNDS.values() if pg.chapter == chapter]
+    """The chapter's playgrounds shown on its page (hidden ones are left out)."""
+    return [pg for pg in PLAYGROUNDS.values() if pg.chapter == chapter and not pg.hidden]
