@@ -9,6 +9,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before sentence-transformers / huggingface_hub load
 
 import hashlib
+import html
 import re
 
 import httpx
@@ -315,3 +316,18 @@ def test_llm_client_gets_the_same_greedy_text_from_the_sites_v1_as_in_process(
     assert far.finish_reason == near.finish_reason == "length"
     assert far.device == site.removeprefix("http://") and near.device == "cpu"
     assert 0 < far.first_token_ms <= far.ms
+
+
+def test_a_v1_run_has_a_readable_run_page(client: openai.OpenAI, site: str) -> None:
+    from learn.models import Run
+
+    answer = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=6,
+        temperature=0,
+    )
+    run = Run.objects.filter(playground="chat-completion").order_by("-created_at").first()
+    page = httpx.get(f"{site}/runs/{run.id}/", timeout=30)
+    assert page.status_code == 200 and "/v1/chat/completions" in page.text
+    assert html.escape(answer.choices[0].message.content.split()[0]) in page.text

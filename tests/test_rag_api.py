@@ -138,7 +138,10 @@ def test_a_collection_of_my_own_is_chunked_asked_and_private(api: httpx.Client, 
               "max_new_tokens": 24, "closed_book": False}  # fmt: skip
     answer = finished_run(api, "rag-ask", params)["result"]
     assert "Agnes Mair" in " ".join(r["context"] for r in answer["chunks"] if r["final_rank"])
-    with httpx.Client(base_url=site, timeout=30) as stranger:  # another browser: no access
+    # another owner: scripts without cookies own by address (learn.api.is_script), so the
+    # stranger connects from another loopback address
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=site, timeout=30, transport=elsewhere) as stranger:
         refused = stranger.post("/api/playgrounds/rag-ask/runs", json=params)
     assert refused.status_code == 422 and "of yours" in refused.text
 
@@ -227,3 +230,46 @@ def test_the_semantic_cache_misses_then_hits_a_paraphrase(api: httpx.Client, ask
     assert sweep["default_threshold"] == (min(reached) if reached else max(sweep["thresholds"]))
     time.sleep(13)  # past the time to live: the entry is gone
     assert not finished_run(api, "semantic-cache", again)["result"]["hit"]
+
+
+def test_my_own_questions_evaluate_my_collection(api: httpx.Client) -> None:
+    made = _make(api, "lighthouse again", text=NOTES)
+    collection = finished_run_by_id(api, made.json()["id"])["result"]["collection_id"]
+    questions = "\n".join([
+        "Who kept the light? | Agnes Mair",
+        "What fuel did the lamp burn before 1912? | burned paraffin",
+        "How far could the beam be seen? | nineteen nautical miles",
+    ])  # fmt: skip
+    params = {"collection": collection, "questions": questions, "chunkers": ["sentence"]}
+    result = finished_run(api, "rag-eval", params)["result"]
+    assert result["questions"] == 3 and len(result["rows"]) == 3
+    assert max(r["recall_at_5"] for r in result["rows"]) == 1.0  # 3 short answers, few chunks
+    cached = {"collection": collection, "question": "Who kept the light?", "max_new_tokens": 8}
+    assert not finished_run(api, "semantic-cache", cached)["result"]["hit"]
+    assert finished_run(api, "semantic-cache", cached)["result"]["hit"]  # scoped: its own cache
+
+
+@pytest.mark.parametrize(
+    ("slug", "params", "field"),
+    [
+        ("rag-eval", {"chunkers": ["words"]}, "chunkers"),
+        ("rag-eval", {"retrievers": []}, "retrievers"),
+        (
+            "rag-eval",
+            {"collection": "00000000-0000-0000-0000-000000000001", "questions": "a | bc"},
+            "collection",
+        ),
+        ("semantic-cache", {"question": "hi", "threshold": 1.5}, "threshold"),
+        ("semantic-cache", {"question": "hi", "ttl_seconds": 1}, "ttl_seconds"),
+        ("rag-ask", {"question": "hi", "k": 11}, "k"),
+        ("rag-ask", {"question": "hi", "context_budget": 4096}, "context_budget"),
+        ("rag-collection", {"name": "x", "text": ""}, "text"),
+        ("rag-collection", {"name": "x", "text": "a\x00b"}, "text"),
+    ],
+)
+def test_each_bound_is_a_422_naming_its_field(
+    api: httpx.Client, slug: str, params: dict, field: str
+) -> None:
+    response = api.post(f"/api/playgrounds/{slug}/runs", json=params)
+    assert response.status_code == 422, response.text
+    assert any(d["field"].startswith(field) for d in response.json()["detail"]), response.text
