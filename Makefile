@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench chromium clean
+.PHONY: help install run dev test test-fast lint format bench fuzz chromium clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the project
 
 run: install  ## start the site: database, broker, worker, web (Ctrl-C stops all)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m webapp.run
+	HF_HUB_OFFLINE=1 DJANGO_DEBUG=$${DJANGO_DEBUG:-0} $(BIN)/python -m webapp.run
+
+dev: install  ## the same with DJANGO_DEBUG=1: tracebacks on error pages, static files reloaded
+	HF_HUB_OFFLINE=1 DJANGO_DEBUG=1 $(BIN)/python -m webapp.run
 
 chromium:  ## make sure headless Chromium is installed (Debian package, for browser tests)
 	@command -v chromium >/dev/null || { \
@@ -48,6 +51,9 @@ format: install
 
 bench: install  ## benchmarks, ratios against their peers
 	for script in bench/*.py; do HF_HUB_OFFLINE=1 $(BIN)/python $$script || exit 1; done
+
+fuzz: install  ## 10,000+ generated requests at a running site: make fuzz URL=http://127.0.0.1:8000
+	$(BIN)/python bench/fuzz.py $(URL)
 
 clean:  ## remove local data (var/) and test artifacts
 	rm -rf var test-artifacts

@@ -83,5 +83,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Deactivate selected keys (they stop working at once)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = queryset.filter(active=True).update(active=False)
+        count = services.deactivate_api_keys([key.pk for key in queryset])
         self.message_user(request, f"Deactivated {count} key(s).", messages.SUCCESS)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import aget_object_or_404, get_object_or_404, render
-from ninja import Router, Schema
-from pydantic import ValidationError
+from django.shortcuts import render
+from ninja import Query, Router, Schema
 
-from learn import services, streams
+from learn import owners, queries, ratelimit, services, streams
 from learn.models import Run, TrainedTokenizer
-from learn.playgrounds import PLAYGROUNDS, FormProblem
+from learn.playgrounds import PLAYGROUNDS
+from learn.problems import ApiProblem, is_htmx, read_params
 from learn.queries import nearest_texts
 
 router = Router()
@@ -60,21 +60,88 @@ class Neighbour(Schema):
     distance: float
 
 
-def problem(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> tuple:
-    return status, {"message": message, "detail": detail or []}
+# The error statuses every POST may answer, all in the Problem format (see webapp/api.py).
+POST_PROBLEMS = frozenset({400, 401, 403, 404, 413, 415, 422, 429, 503})
+READ_PROBLEMS = frozenset({401, 404, 422})
 
 
-def validation_problem(exc: ValidationError) -> list[dict[str, Any]]:
-    detail = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        message = error["msg"].removeprefix("Value error, ")
-        detail.append({"field": field, "message": message})
-    return detail
+def is_script(request: HttpRequest) -> bool:
+    """A client with no session cookie and no browser headers (curl, httpx, a notebook).
+
+    It acts as ``ip:<address>``: it holds no cookie another site could ride on, and every
+    browser marks its POSTs with ``Origin`` or ``Sec-Fetch-Site`` (webapp.middleware).
+    """
+    return (
+        owners.bearer_key(request) is None
+        and settings.SESSION_COOKIE_NAME not in request.COOKIES
+        and "Origin" not in request.headers
+        and "Sec-Fetch-Site" not in request.headers
+    )
 
 
-def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
+def acting_tags(request: HttpRequest) -> set[str]:
+    """Every owner tag this request may act as: what it may cancel and list as its own."""
+    if is_script(request):
+        return {f"ip:{ratelimit.client_ip(request)}"}
+    return owners.tags_of(request)
+
+
+def new_run_owner(request: HttpRequest) -> tuple[str, int]:
+    """The owner tag a new run gets, and how many runs a minute that owner may start."""
+    if is_script(request):
+        return f"ip:{ratelimit.client_ip(request)}", settings.FP_RUNS_PER_MINUTE_PER_OWNER
+    owner = owners.of_request(request)
+    if owner.api_key is not None:
+        return owner.tag, owner.api_key.requests_per_minute
+    return owner.tag, settings.FP_RUNS_PER_MINUTE_PER_OWNER
+
+
+def check_limits(request: HttpRequest, owner: str, per_minute: int) -> None:
+    """Runs in flight per owner, then runs started per minute per address and per owner."""
+    active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
+    if active >= settings.FP_MAX_ACTIVE_RUNS and services.fail_lost_runs():
+        active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
+    if active >= settings.FP_MAX_ACTIVE_RUNS:
+        raise ApiProblem(
+            429,
+            f"You have {active} runs still running; wait for one to finish or cancel it "
+            "(POST /api/runs/<id>/cancel), then start another.",
+            headers={"Retry-After": "10"},
+        )
+    limits = (
+        ("runs-ip", ratelimit.client_ip(request), settings.FP_RUNS_PER_MINUTE_PER_IP, "address"),
+        ("runs-owner", owner, per_minute, "owner"),
+    )
+    for what, who, limit, whose in limits:
+        decision = ratelimit.check(what, who, limit=limit, per=60)
+        if not decision.allowed:
+            raise ApiProblem(
+                429,
+                f"Too many runs started: at most {limit} a minute per {whose}. "
+                f"Try again in {decision.retry_after} s.",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
+
+
+def find_run(run_id: uuid.UUID) -> Run:
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        raise ApiProblem(404, f"No run {run_id}: ids come from POST /api/playgrounds/<slug>/runs.")
+    return run
+
+
+def not_yours(request: HttpRequest, collection_ids: list[str]) -> list[dict[str, Any]]:
+    """A problem for each named collection the requester did not make."""
+    tags = acting_tags(request)
+    return [
+        {
+            "field": "collection",
+            "message": f"no collection {cid} of yours here: make one with 'Make a collection' "
+            "(it belongs to the browser that made it), or ask the course",
+        }
+        for cid in collection_ids
+        if not queries.visible_collection(cid, tags)
+    ]
 
 
 @router.get("/playgrounds", response=list[PlaygroundOut], tags=["playgrounds"])
@@ -88,49 +155,38 @@ def list_playgrounds(request: HttpRequest) -> list[dict[str, Any]]:
             "params_schema": pg.params.model_json_schema(),
         }
         for pg in PLAYGROUNDS.values()
+        if not pg.hidden  # backends of /v1: reached with an API key there, not here
     ]
 
 
 @router.post(
     "/playgrounds/{slug}/runs",
-    response={202: RunCreated, 400: Problem, 404: Problem, 422: Problem, 503: Problem},
+    response={202: RunCreated, POST_PROBLEMS: Problem},
     tags=["playgrounds"],
     summary="Start a run of a playground",
-    description="Body: the playground's parameters as JSON (see `params_schema` in "
-    "`GET /api/playgrounds`), or a form post from the lesson page.",
+    description="Body: the playground's parameters as JSON (`Content-Type: application/json`; "
+    "each playground's schema is its own operation below, and `params_schema` in "
+    "`GET /api/playgrounds`), or a form post from the lesson page. JSON is strict: `5`, "
+    'not `"5"`; `true`, not `1`. The run belongs to you (your API key, account, browser '
+    "session, or, for a script with no cookies, your address); 429 past the runs a minute "
+    "or the runs in flight allowed to one owner.",
 )
 def create_run(request: HttpRequest, slug: str):
     playground = PLAYGROUNDS.get(slug)
-    if playground is None:
-        return problem(404, f"No playground '{slug}'. GET /api/playgrounds lists them.")
-    payload: Any = None
-    if request.content_type == "application/json":
-        try:
-            payload = json.loads(request.body or b"{}")
-        except json.JSONDecodeError as exc:
-            return problem(400, f"The body is not valid JSON: {exc}")
-        if not isinstance(payload, dict):
-            return problem(400, "The body must be a JSON object of parameters.")
-    try:
-        if request.content_type != "application/json":
-            payload = playground.params.from_form(request.POST, request.FILES)
-        params = playground.params.model_validate(payload)
-    except FormProblem as exc:
-        detail = [{"field": exc.field, "message": str(exc)}]
-    except ValidationError as exc:
-        detail = validation_problem(exc)
-    else:
-        detail = []
+    if playground is None or playground.hidden:
+        raise ApiProblem(404, f"No playground '{slug}'. GET /api/playgrounds lists them.")
+    params = read_params(request, playground)
+    detail = not_yours(request, params.collections())
     if detail:
-        if is_htmx(request):
-            return render(request, "learn/form_error.html", {"detail": detail}, status=422)
-        return problem(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
+        raise ApiProblem(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
+    owner, per_minute = new_run_owner(request)
+    check_limits(request, owner, per_minute)
     try:
-        run = services.create_run(playground, params)
+        run = services.create_run(playground, params, owner=owner)
     except services.QueueUnavailable:
-        return problem(
+        raise ApiProblem(
             503, "The job queue is not reachable right now; nothing was queued. Try again shortly."
-        )
+        ) from None
     if is_htmx(request):
         context = {"run": run, "playground": playground}
         return render(request, "learn/run_panel.html", context, status=202)
@@ -142,30 +198,45 @@ def create_run(request: HttpRequest, slug: str):
     }
 
 
-@router.get("/runs/{run_id}", response={200: RunOut}, tags=["runs"])
+@router.get("/runs/{run_id}", response={200: RunOut, READ_PROBLEMS: Problem}, tags=["runs"])
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> Run:
-    if get_object_or_404(Run, pk=run_id).status == Run.Status.RUNNING:
-        services.fail_lost_runs()
-    return Run.objects.get(pk=run_id)
+    """Anyone with its id may read a run (ids are unguessable; share links rely on this)."""
+    run = find_run(run_id)
+    if run.status == Run.Status.RUNNING and services.fail_lost_runs():
+        run.refresh_from_db()
+    return run
 
 
 @router.get(
     "/runs/{run_id}/events",
     tags=["runs"],
     summary="The run's events as Server-Sent Events",
-    description="`text/event-stream`: `progress`, `partial`, `log`, `error`, then `done`. "
-    "Send `Last-Event-ID` to resume after a given event.",
+    description="`text/event-stream`: `progress`, `partial`, `log`, `error`, then `done`; "
+    "`attempt` marks a retry after a worker stopped. Send `Last-Event-ID` (a whole number) "
+    "to resume after a given event. 429 when this address has too many streams open, 503 "
+    "when the site has (both with `Retry-After`).",
 )
 async def run_events(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    run = await aget_object_or_404(Run, pk=run_id)
-    return streams.sse_response(run, request)
+    run = await streams.get_run(run_id)  # read once: the stream holds no DB connection
+    return await streams.sse_response(run, request)
 
 
-@router.post("/runs/{run_id}/cancel", response={200: RunOut, 409: Problem}, tags=["runs"])
+@router.post(
+    "/runs/{run_id}/cancel",
+    response={200: RunOut, POST_PROBLEMS | {409}: Problem},
+    tags=["runs"],
+    description="Only whoever started the run (the same key, account, session or address) "
+    "or staff may cancel it: 403 otherwise.",
+)
 def cancel_run(request: HttpRequest, run_id: uuid.UUID):
-    run = get_object_or_404(Run, pk=run_id)
+    run = find_run(run_id)
+    user = getattr(request, "user", None)
+    if not (user is not None and user.is_staff) and run.owner not in acting_tags(request):
+        raise ApiProblem(
+            403, "This run was started by someone else: only they (or staff) can cancel it."
+        )
     if not services.cancel_run(run):
-        return problem(409, f"This run already ended ({run.status}); nothing to cancel.")
+        raise ApiProblem(409, f"This run already ended ({run.status}); nothing to cancel.")
     if is_htmx(request):
         return HttpResponse(status=204)
     return 200, run
@@ -173,17 +244,22 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID):
 
 @router.get(
     "/runs/{run_id}/neighbours",
-    response={200: list[Neighbour], 404: Problem, 409: Problem},
+    response={200: list[Neighbour], READ_PROBLEMS | {409}: Problem},
     tags=["runs"],
     summary="Nearest neighbours of one embedded text (pgvector, cosine distance <=>)",
 )
-def run_neighbours(request: HttpRequest, run_id: uuid.UUID, position: int, k: int = 5):
-    run = get_object_or_404(Run, pk=run_id)
+def run_neighbours(
+    request: HttpRequest,
+    run_id: uuid.UUID,
+    position: int = Query(..., ge=0, le=10_000),
+    k: int = Query(5, ge=1, le=50),
+):
+    run = find_run(run_id)
     if run.playground != "embed":
-        return problem(409, "Only runs of the embed playground have neighbours.")
+        raise ApiProblem(409, "Only runs of the embed playground have neighbours.")
     found = nearest_texts(run, position, k)
     if found is None:
-        return problem(404, f"This run has no text at position {position}.")
+        raise ApiProblem(404, f"This run has no text at position {position}.")
     return found
 
 
@@ -198,14 +274,17 @@ class TokenizerOut(Schema):
     run_id: uuid.UUID
 
 
-@router.get("/tokenizers", response=list[TokenizerOut], tags=["tokenizers"])
+@router.get("/tokenizers", response={200: list[TokenizerOut], 401: Problem}, tags=["tokenizers"])
 def list_tokenizers(request: HttpRequest):
-    """BPE tokenizers trained in the bpe-train playground, newest first (at most 100)."""
-    return TrainedTokenizer.objects.all()[:100]
+    """Your BPE tokenizers (trained with your key, account, session or, from a script, your
+    address) in the bpe-train playground, newest first, at most 100. Anyone's can be used
+    and downloaded by id."""
+    return TrainedTokenizer.objects.filter(run__owner__in=acting_tags(request))[:100]
 
 
 @router.get(
     "/tokenizers/{tokenizer_id}/tokenizer.json",
+    response={200: dict[str, Any], READ_PROBLEMS: Problem},
     tags=["tokenizers"],
     url_name="tokenizer_json",
     summary="A trained tokenizer as a Hugging Face tokenizer.json",
@@ -215,7 +294,9 @@ def tokenizer_json(request: HttpRequest, tokenizer_id: uuid.UUID) -> HttpRespons
     from learn.lab.bpe import BPETokenizer
     from learn.lab.bpe_hf import to_hf_json
 
-    found = get_object_or_404(TrainedTokenizer, pk=tokenizer_id)
+    found = TrainedTokenizer.objects.filter(pk=tokenizer_id).first()
+    if found is None:
+        raise ApiProblem(404, f"No tokenizer {tokenizer_id}: GET /api/tokenizers lists yours.")
     response = HttpResponse(
         to_hf_json(BPETokenizer.from_dict(found.data)), content_type="application/json"
     )

@@ -169,6 +169,11 @@ def create_api_key(
     return key, plaintext
 
 
+def deactivate_api_keys(key_ids: list[Any]) -> int:
+    """Stop these keys working at once; returns how many were active."""
+    return ApiKey.objects.filter(pk__in=key_ids, active=True).update(active=False)
+
+
 # --------------------------------------------------------- what handlers store for a run
 
 VOCAB_LOCK = 0x66700001  # pg advisory lock: one process embeds the vocabulary

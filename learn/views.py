@@ -1,28 +1,40 @@
-"""Pages: home, lessons, a run on its own, the HTML event stream for htmx, health."""
+"""Pages: home, lessons, a run on its own, the HTML event stream for htmx, health, metrics."""
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections import Counter
+from typing import Any
 
-from celery import current_app
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import connection
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import aget_object_or_404, get_object_or_404, render
+from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from learn import events, services, streams
+from learn import metrics, owners, ratelimit, services, streams
 from learn.chapters import CHAPTERS, get_chapter
 from learn.events import Event
 from learn.models import Run, TrainedTokenizer
 from learn.playgrounds import PLAYGROUNDS, for_chapter
-from learn.queries import nearest_texts
+from learn.queries import collections_of, nearest_texts
 
 
 def home(request: HttpRequest) -> HttpResponse:
     chapters = [(chapter, for_chapter(chapter.slug)) for chapter in CHAPTERS]
     return render(request, "learn/home.html", {"chapters": chapters})
+
+
+def is_uuid(text: str | None) -> bool:
+    try:
+        uuid.UUID(text or "")
+    except ValueError:
+        return False
+    return True
 
 
 def chapter(request: HttpRequest, slug: str) -> HttpResponse:
@@ -31,10 +43,14 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("No such chapter")
     playgrounds = {pg.slug.replace("-", "_"): pg for pg in for_chapter(slug)}
     context = {"chapter": found, "chapters": CHAPTERS, "playgrounds": playgrounds}
-    if slug == "tokenization":  # the tokenize forms offer the tokenizers trained here
-        context["trained_tokenizers"] = TrainedTokenizer.objects.only(
-            "id", "name", "vocab_size", "pretokenizer"
-        )[:50]
+    if slug == "rag-agents":  # the chapter 6 forms offer the learner's own collections
+        context["my_collections"] = collections_of(owners.tags_of(request))
+    if slug == "tokenization":  # the tokenize forms offer the tokenizers this learner
+        # trained, and the one a shared link names (?trained=<id>), nobody else's
+        shared = Q(pk=request.GET["trained"]) if is_uuid(request.GET.get("trained")) else Q()
+        context["trained_tokenizers"] = TrainedTokenizer.objects.filter(
+            Q(run__owner__in=owners.tags_of(request)) | shared
+        ).only("id", "name", "vocab_size", "pretokenizer")[:50]
     return render(request, "learn/chapter.html", context)
 
 
@@ -62,12 +78,32 @@ def neighbours(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """The run's events as HTML partials for htmx's SSE extension (see run_panel.html)."""
-    run = await aget_object_or_404(Run, pk=run_id)
+    run = await streams.get_run(run_id)
     playground = PLAYGROUNDS.get(run.playground)
+
+    def render_ended(event: Event) -> list[str]:
+        # The run's end: its stored result, rendered by the playground's template.
+        html = render_to_string(
+            "learn/run_panel.html#ended",
+            {
+                "run": Run.objects.get(pk=run.pk),
+                "result_template": playground and playground.result_template,
+                "streamed": True,  # also update the status badge out of band
+            },
+        )
+        return [Event(event.id, "result", {}).sse(html), event.sse("")]
 
     async def render_event(event: Event) -> list[str]:
         if event.kind == "progress":
             return [event.sse(render_to_string("learn/run_panel.html#progress", event.data))]
+        if event.kind == "attempt":  # a retry after a worker stopped: reset the bar, log it
+            reset = {"pct": 0, "message": event.data.get("message")}
+            return [
+                Event(event.id, "progress", {}).sse(
+                    render_to_string("learn/run_panel.html#progress", reset)
+                ),
+                Event(event.id, "log", {}).sse(render_to_string("learn/run_panel.html#log", reset)),
+            ]
         if event.kind == "partial" and playground and playground.live:
             return [event.sse(render_to_string(playground.partial_template, event.data))]
         if event.kind in {"log", "partial"}:
@@ -77,61 +113,87 @@ async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         if event.kind == "error":
             return [event.sse(render_to_string("learn/run_panel.html#error", event.data))]
         if event.kind == "done":
-            # The run's end: its stored result, rendered by the playground's template.
-            current = await Run.objects.aget(pk=run.pk)
-            html = render_to_string(
-                "learn/run_panel.html#ended",
-                {
-                    "run": current,
-                    "result_template": playground and playground.result_template,
-                    "streamed": True,  # also update the status badge out of band
-                },
-            )
-            return [Event(event.id, "result", {}).sse(html), event.sse("")]
+            return await streams.in_db(render_ended, event)
         return []
 
-    return streams.sse_response(run, request, render_event)
+    return await streams.sse_response(run, request, render_event)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    status = {"database": "ok", "broker": "ok", "workers": 0}
+    """200 when the database and the broker answer and a worker is alive, else 503.
+
+    Liveness comes from the workers' heartbeats (learn.metrics): one Redis call, no ping.
+    """
+    status: dict[str, Any] = {"database": "ok", "broker": "ok", "workers": 0, "live_workers": []}
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:
         status["database"] = f"error: {exc}"
     try:
-        events.client().ping()
-        status["workers"] = len(current_app.control.ping(timeout=0.5) or [])
+        live = metrics.live_workers()
     except Exception as exc:
         status["broker"] = f"error: {exc}"
-    healthy = status["database"] == "ok" and status["broker"] == "ok"
+    else:
+        status["workers"] = len(live)
+        status["live_workers"] = [
+            {"name": w.name, "device": w.device, "concurrency": w.concurrency} for w in live
+        ]
+    healthy = status["database"] == "ok" and status["broker"] == "ok" and status["workers"] > 0
     return JsonResponse(status, status=200 if healthy else 503)
 
 
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Operators' view: workers, queue depths, runs by status, recent failures."""
+    """Operators' view: the figures /metrics exports, runs per minute, recent failures."""
     services.fail_lost_runs()
-    inspector = current_app.control.inspect(timeout=0.5)
-    active = inspector.active() or {}
-    queues = {name: events.client().llen(name) for name in ("gpu", "cpu")}
-    by_status = Counter(Run.objects.values_list("status", flat=True))
-    by_playground = Counter(Run.objects.values_list("playground", flat=True))
+    snap = metrics.snapshot(streams.open_streams())
+    running = Counter(
+        Run.objects.filter(status=Run.Status.RUNNING).values_list("worker", flat=True)
+    )
+    statuses = Counter[str]()
+    playgrounds = Counter[str]()
+    for (playground, status), n in snap.runs.items():
+        statuses[status] += n
+        playgrounds[playground] += n
+    timings = [
+        (slug, snap.durations.get(slug), snap.first_event.get(slug)) for slug in sorted(playgrounds)
+    ]
     context = {
-        "workers": sorted(active.items()),
-        "queues": queues,
-        "by_status": sorted(by_status.items()),
-        "by_playground": sorted(by_playground.items()),
+        "snap": snap,
+        "workers": [(w, running.get(w.name, 0)) for w in snap.workers],
+        "by_status": sorted(statuses.items()),
+        "by_playground": sorted(playgrounds.items()),
+        "timings": timings,
+        "per_minute": metrics.runs_per_minute(60),
         "failures": Run.objects.filter(status=Run.Status.FAILED)[:20],
         "recent": Run.objects.all()[:20],
     }
     return render(request, "learn/dashboard.html", context)
 
 
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text: Django's request metrics and ours (learn.metrics), for staff or a
+    scraper with ``Authorization: Bearer $FP_METRICS_TOKEN``; 404 for anyone else."""
+    token = settings.FP_METRICS_TOKEN
+    sent = request.headers.get("Authorization", "").encode()
+    bearer = bool(token) and hmac.compare_digest(sent, f"Bearer {token}".encode())
+    if not (bearer or request.user.is_staff):
+        raise Http404("No such page")
+    ours = CollectorRegistry(auto_describe=False)
+    ours.register(metrics.Collector(streams.open_streams))
+    body = generate_latest(REGISTRY) + generate_latest(ours)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
 def benchmarks(request: HttpRequest) -> HttpResponse:
-    """Every finished quantization benchmark, newest first, across devices."""
-    runs = Run.objects.filter(playground="quantize", status="succeeded").order_by("-finished_at")[
-        :100
-    ]
+    """Every finished quantization benchmark, newest first, across devices. Only the
+    viewer's own runs link to their pages: nobody learns the ids of others' runs."""
+    done = Run.objects.filter(playground="quantize", status="succeeded")
+    runs = list(done.order_by("-finished_at")[:100])
+    # no session yet: the anonymous owner a script is (learn.api.is_script), its address
+    no_session = {f"ip:{ratelimit.client_ip(request)}"}
+    mine = owners.tags_of(request) if request.session.session_key else no_session
+    for run in runs:
+        run.mine = run.owner in mine  # type: ignore[attr-defined]
     return render(request, "learn/benchmarks.html", {"runs": runs})

@@ -29,6 +29,13 @@ for name in ("DATABASE_URL", "REDIS_URL"):
 os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The suite starts ~150 runs from 127.0.0.1 in a few minutes: limits it stays under.
+# tests/test_security.py proves each 429 with owners, addresses or keys of its own.
+os.environ["DJANGO_DEBUG"] = "0"  # as `make run`: no tracebacks on error pages
+os.environ["FP_RUNS_PER_MINUTE_PER_OWNER"] = "1000"
+os.environ["FP_RUNS_PER_MINUTE_PER_IP"] = "2000"
+os.environ["FP_MAX_ACTIVE_RUNS"] = "50"
+os.environ["FP_ADMIN_LOGINS_PER_MINUTE_PER_IP"] = "30"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -59,7 +59,8 @@ print("HEAVY:", ",".join(heavy))
 """
 
 
-def test_the_web_process_never_imports_torch(services: dict[str, str]) -> None:
+def test_the_web_process_never_imports_torch(services: dict[str, str], worker) -> None:
+    """(With a live worker: /healthz answers 503 when none is alive.)"""
     env = {**os.environ, **services}
     done = subprocess.run(
         [sys.executable, "-c", WEB_PROCESS],

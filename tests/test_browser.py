@@ -340,3 +340,20 @@ def test_ask_the_course_streams_a_cited_answer_and_the_cache_hits_a_paraphrase(
     assert cache.locator("canvas[data-chart=cache-sweep]").count() == 1
     cache.screenshot()
     chapter.finish(screenshot=True)
+
+
+def test_a_refused_run_shows_the_servers_message_in_the_form(page, site: str) -> None:
+    """A 429 (or 403, 413…) answers with the API's JSON problem: the page shows its words."""
+    chapter = Chapter(page, site, "embeddings")
+    body = '{"message": "You have 4 runs still running; wait for one to finish.", "detail": []}'
+    page.route(
+        "**/api/playgrounds/hash-vectors/runs",
+        lambda route: route.fulfill(
+            status=429, body=body, headers={"Retry-After": "7", "Content-Type": "application/json"}
+        ),
+    )
+    hashing = chapter.playground("hash-vectors").start()
+    alert = hashing.locator(".run-out .form-error")
+    alert.wait_for(timeout=10_000)
+    assert "4 runs still running" in alert.inner_text() and "7 s" in alert.inner_text()
+    chapter.finish()

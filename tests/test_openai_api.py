@@ -331,3 +331,12 @@ def test_a_v1_run_has_a_readable_run_page(client: openai.OpenAI, site: str) -> N
     page = httpx.get(f"{site}/runs/{run.id}/", timeout=30)
     assert page.status_code == 200 and "/v1/chat/completions" in page.text
     assert html.escape(answer.choices[0].message.content.split()[0]) in page.text
+
+
+def test_v1_backends_cannot_be_started_around_the_key(site: str) -> None:
+    """The hidden playgrounds behind /v1 are not in the playground API: no key, no run."""
+    listed = httpx.get(f"{site}/api/playgrounds", timeout=30).json()
+    assert not {"chat-completion", "embeddings"} & {pg["slug"] for pg in listed}
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{site}/api/playgrounds/chat-completion/runs", json=body, timeout=30)
+    assert response.status_code == 404

@@ -169,7 +169,10 @@ def rank_table(found: Retrieved, chosen: list[int], collection_id: str) -> list[
     dense = {c: (r, s) for r, (c, s) in enumerate(found.dense, 1)}
     bm25 = {c: (r, s) for r, (c, s) in enumerate(found.bm25, 1)}
     fused = {c: (r, s) for r, (c, s) in enumerate(found.hybrid, 1)}
-    ids = list(dict.fromkeys([*chosen, *fused, *dense, *bm25]))
+    shown = 10  # of each list: the table stays readable, every chosen chunk is in it
+    ids = list(
+        dict.fromkeys([*chosen, *list(fused)[:shown], *list(dense)[:shown], *list(bm25)[:shown]])
+    )
     rows = {r["id"]: r for r in queries.chunks_of_ids(ids)}
     documents = queries.documents_of(collection_id)
     table = []

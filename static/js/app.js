@@ -12,6 +12,20 @@
     { code: "[45]..", swap: false, error: true },
   ];
 
+  // Other refusals (403, 413, 415, 429, 503) come as the API's JSON problem: show its
+  // message where the run would have appeared, so a form never fails silently.
+  document.addEventListener("htmx:responseError", (event) => {
+    const { xhr, target } = event.detail;
+    let message = `The server answered ${xhr.status}.`;
+    try { message = JSON.parse(xhr.responseText).message || message; } catch { /* not JSON */ }
+    const retry = xhr.getResponseHeader("Retry-After");
+    const box = document.createElement("div");
+    box.className = "form-error";
+    box.setAttribute("role", "alert");
+    box.textContent = retry ? `${message} (try again in ${retry} s)` : message;
+    target?.replaceChildren(box);
+  });
+
   const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   const dataFor = (canvas) => JSON.parse(document.getElementById(canvas.dataset.source).textContent);
   window.FP = { css: (n) => css(n), dataFor: (c) => dataFor(c) };
