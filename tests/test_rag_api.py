@@ -256,7 +256,7 @@ def test_my_own_questions_evaluate_my_collection(api: httpx.Client) -> None:
         ("rag-eval", {"retrievers": []}, "retrievers"),
         (
             "rag-eval",
-            {"collection": "00000000-0000-0000-0000-000000000001", "questions": "a | bc"},
+            {"collection": "00000000-0000-0000-0000-000000000001", "questions": "a | bcd"},
             "collection",
         ),
         ("semantic-cache", {"question": "hi", "threshold": 1.5}, "threshold"),
