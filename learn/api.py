@@ -97,17 +97,8 @@ def new_run_owner(request: HttpRequest) -> tuple[str, int]:
 
 
 def check_limits(request: HttpRequest, owner: str, per_minute: int) -> None:
-    """Runs in flight per owner, then runs started per minute per address and per owner."""
-    active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
-    if active >= settings.FP_MAX_ACTIVE_RUNS and services.fail_lost_runs():
-        active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
-    if active >= settings.FP_MAX_ACTIVE_RUNS:
-        raise ApiProblem(
-            429,
-            f"You have {active} runs still running; wait for one to finish or cancel it "
-            "(POST /api/runs/<id>/cancel), then start another.",
-            headers={"Retry-After": "10"},
-        )
+    """Runs started per minute per address and per owner (the cap on runs in flight is
+    checked where the run is stored: ``services.create_run(max_active=…)``)."""
     limits = (
         ("runs-ip", ratelimit.client_ip(request), settings.FP_RUNS_PER_MINUTE_PER_IP, "address"),
         ("runs-owner", owner, per_minute, "owner"),
@@ -182,7 +173,16 @@ def create_run(request: HttpRequest, slug: str):
     owner, per_minute = new_run_owner(request)
     check_limits(request, owner, per_minute)
     try:
-        run = services.create_run(playground, params, owner=owner)
+        run = services.create_run(
+            playground, params, owner=owner, max_active=settings.FP_MAX_ACTIVE_RUNS
+        )
+    except services.TooManyActive as exc:
+        raise ApiProblem(
+            429,
+            f"You have {exc.active} runs still running; wait for one to finish or cancel it "
+            "(POST /api/runs/<id>/cancel), then start another.",
+            headers={"Retry-After": "10"},
+        ) from exc
     except services.QueueUnavailable:
         raise ApiProblem(
             503, "The job queue is not reachable right now; nothing was queued. Try again shortly."

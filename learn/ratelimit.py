@@ -36,5 +36,17 @@ def check(what: str, who: str, *, limit: int, per: int = 60) -> Decision:
 
 
 def client_ip(request) -> str:
-    """The client's address as this server sees it (no proxy headers are trusted)."""
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    """The client's address. Behind proxies listed in ``FP_TRUSTED_PROXIES`` (settings),
+    the nearest ``X-Forwarded-For`` entry that is not one of them; otherwise the peer's
+    address (a header anyone can send is never trusted on its own)."""
+    from django.conf import settings
+
+    peer = request.META.get("REMOTE_ADDR") or "unknown"
+    trusted = set(getattr(settings, "FP_TRUSTED_PROXIES", ()))
+    if peer not in trusted:
+        return peer
+    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if hop not in trusted:
+            return hop
+    return peer

@@ -48,12 +48,37 @@ class QueueUnavailable(Exception):
     """The broker refused the job; the run was not kept."""
 
 
-def create_run(playground: Playground, params: PlaygroundParams, *, owner: str = "") -> Run:
+class TooManyActive(Exception):
+    """The owner already has as many runs queued or running as allowed."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} runs in flight")
+        self.active = active
+
+
+def create_run(
+    playground: Playground,
+    params: PlaygroundParams,
+    *,
+    owner: str = "",
+    max_active: int | None = None,
+) -> Run:
     """Store a run and queue its job; if queueing fails, nothing is left behind.
 
     ``owner`` is an ``Owner.tag`` (learn.owners): who may cancel it and see it as theirs.
+    With ``max_active``, refuse (``TooManyActive``) when the owner already has that many
+    queued or running: counted and inserted under a per-owner lock, so two requests at
+    once cannot both slip under the cap.
     """
     with transaction.atomic():
+        if max_active is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"runs:{owner}"])
+            active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
+            if active >= max_active and fail_lost_runs():
+                active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
+            if active >= max_active:
+                raise TooManyActive(active)
         run = Run.objects.create(playground=playground.slug, params=params.stored(), owner=owner)
         params.attach(run)
     try:

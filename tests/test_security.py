@@ -349,6 +349,33 @@ def test_runs_in_flight_are_capped_per_owner(site, check, services) -> None:
     Run.objects.filter(owner=f"key:{key.pk}").update(status="cancelled")
 
 
+def test_requests_at_the_same_moment_cannot_pass_the_cap_together(site, services) -> None:
+    """The count and the insert happen under one per-owner lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.conf import settings
+
+    from learn import services as actions
+    from learn.models import Run
+
+    key, plaintext = actions.create_api_key("racing")
+    cap = settings.FP_MAX_ACTIVE_RUNS
+    Run.objects.bulk_create(
+        Run(playground="positions", params={}, owner=f"key:{key.pk}") for _ in range(cap - 2)
+    )  # two places left
+    keyed = httpx.Client(base_url=site, headers={"Authorization": f"Bearer {plaintext}"})
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(
+                lambda _: keyed.post("/api/playgrounds/positions/runs", json={}).status_code,
+                range(8),
+            )
+        )
+    assert sorted(codes) == [202, 202] + [429] * 6, codes
+    for run in Run.objects.filter(owner=f"key:{key.pk}", status__in=Run.ACTIVE):
+        actions.cancel_run(run)
+
+
 def test_admin_sign_in_attempts_are_limited_per_address(site, services) -> None:
     from django.conf import settings
 

@@ -194,6 +194,11 @@ FP_RUNS_PER_MINUTE_PER_IP = int(os.environ.get("FP_RUNS_PER_MINUTE_PER_IP", "60"
 FP_MAX_ACTIVE_RUNS = int(os.environ.get("FP_MAX_ACTIVE_RUNS", "4"))
 FP_ADMIN_LOGINS_PER_MINUTE_PER_IP = int(os.environ.get("FP_ADMIN_LOGINS_PER_MINUTE_PER_IP", "10"))
 CSRF_FAILURE_VIEW = "webapp.middleware.csrf_failure"  # a Problem under /api/
+# Reverse proxies whose X-Forwarded-For is believed (comma-separated addresses), so rate
+# limits and anonymous owners see the client, not the proxy.
+FP_TRUSTED_PROXIES = tuple(
+    p.strip() for p in os.environ.get("FP_TRUSTED_PROXIES", "").split(",") if p.strip()
+)
 CSRF_TRUSTED_ORIGINS = [
     o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
 ]  # e.g. https://forwardpass.example
