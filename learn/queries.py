@@ -88,41 +88,22 @@ def collection_name(collection_id: str) -> str:
     return Collection.objects.filter(pk=collection_id).values_list("name", flat=True).first() or ""
 
 
+# A chunk as the retrieval code reads it: where it sits in its document, and its text.
+CHUNK_FIELDS = (
+    "id", "document_id", "position", "start", "end", "context_start", "context_end",
+    "section", "text", "tokens",
+)  # fmt: skip
+
+
 def chunks_of(collection_id: str, chunker: str) -> list[dict[str, Any]]:
     """Every chunk of one chunker in a collection, in a stable order (id), without vectors."""
-    return list(
-        Chunk.objects.filter(collection_id=collection_id, chunker=chunker)
-        .order_by("id")
-        .values(
-            "id",
-            "document_id",
-            "position",
-            "start",
-            "end",
-            "context_start",
-            "context_end",
-            "section",
-            "text",
-            "tokens",
-        )
-    )
+    rows = Chunk.objects.filter(collection_id=collection_id, chunker=chunker).order_by("id")
+    return list(rows.values(*CHUNK_FIELDS))
 
 
 def chunks_of_ids(chunk_ids: list[int]) -> list[dict[str, Any]]:
-    """These chunks (any order), with where they sit in their documents."""
-    return list(
-        Chunk.objects.filter(pk__in=chunk_ids).values(
-            "id",
-            "document_id",
-            "start",
-            "end",
-            "context_start",
-            "context_end",
-            "section",
-            "text",
-            "tokens",
-        )
-    )
+    """These chunks (any order), without vectors."""
+    return list(Chunk.objects.filter(pk__in=chunk_ids).values(*CHUNK_FIELDS))
 
 
 def chunk_count(collection_id: str, chunker: str) -> int:
