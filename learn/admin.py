@@ -10,7 +10,9 @@ from learn.models import ApiKey, Run
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ("id", "playground", "status", "device", "worker", "created_at", "seconds")
+    # a short id and seconds as "12.3 s": the full UUID wrapped over five lines of the list
+    list_display = ("short_id", "playground", "status", "device", "worker", "created_at", "took")
+    list_display_links = ("short_id",)
     list_filter = ("playground", "status", "device")
     search_fields = ("id",)
     readonly_fields = (
@@ -19,6 +21,15 @@ class RunAdmin(admin.ModelAdmin):
     )  # fmt: skip
     actions = ("cancel", "run_again")
     date_hierarchy = "created_at"
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, run: Run) -> str:
+        """The id's first 8 characters, as run pages show it (search matches a prefix)."""
+        return str(run.id)[:8]
+
+    @admin.display(description="seconds")
+    def took(self, run: Run) -> str:
+        return f"{run.seconds:.1f} s" if run.seconds is not None else "–"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs start from playgrounds, the API, or "run again"

@@ -127,8 +127,8 @@ def not_yours(request: HttpRequest, collection_ids: list[str]) -> list[dict[str,
     return [
         {
             "field": "collection",
-            "message": f"no collection {cid} of yours here: make one with 'Make a collection' "
-            "(it belongs to the browser that made it), or ask the course",
+            "message": f"No collection {cid} of yours here: make one with 'Make a collection' "
+            "(it belongs to the browser that made it), or ask the course.",
         }
         for cid in collection_ids
         if not queries.visible_collection(cid, tags)
@@ -169,7 +169,7 @@ def create_run(request: HttpRequest, slug: str):
     params = read_params(request, playground)
     detail = not_yours(request, params.collections())
     if detail:
-        raise ApiProblem(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
+        raise ApiProblem(422, " ".join(d["message"] for d in detail), detail)
     owner, per_minute = new_run_owner(request)
     check_limits(request, owner, per_minute)
     try:

@@ -237,3 +237,26 @@ class CacheEntry(models.Model):
                 opclasses=["vector_cosine_ops"],
             )
         ]
+
+
+class CheckAnswer(models.Model):
+    """One answer a learner gave to a chapter's check (learn.checks), graded when given.
+
+    A check answered from a run keeps that run: the grade compared the answer with its
+    stored result. ``owner`` is an ``Owner.tag``, like ``Run.owner``.
+    """
+
+    owner = models.CharField(max_length=80, db_index=True)
+    check_id = models.CharField(max_length=64, db_index=True)
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="check_answers"
+    )
+    answer = models.CharField(max_length=200)
+    correct = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.check_id} by {self.owner}: {'right' if self.correct else 'wrong'}"

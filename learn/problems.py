@@ -18,15 +18,11 @@ from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from pydantic import ValidationError
 
+from learn.labels import capitalised, field_label, form_labels, plain_words
 from learn.playgrounds import FormProblem, Playground, PlaygroundParams
 
 JSON = "application/json"
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
-STRICT_HINTS = {  # JSON is not coerced: say what to send instead
-    "int_type": 'send a JSON integer such as 5, not "5"',
-    "float_type": "send a JSON number such as 0.5, not a string or true/false",
-    "bool_type": "send true or false, not 0/1 or a string",
-}
 
 
 class ApiProblem(Exception):
@@ -67,8 +63,9 @@ def problem_handler(request: HttpRequest, exc: ApiProblem) -> HttpResponse:
     return response
 
 
-def invalid(exc: ValidationError) -> ApiProblem:
-    """Pydantic's errors as a 400 (the body is not JSON) or a 422 naming each field."""
+def invalid(exc: ValidationError, playground: Playground | None = None) -> ApiProblem:
+    """Pydantic's errors as a 400 (the body is not JSON) or a 422 naming each field: a
+    sentence with the field's form label (``message``) beside its path (``field``)."""
     errors = exc.errors()
     broken = next((e for e in errors if e["type"] == "json_invalid"), None)
     if broken is not None:
@@ -81,14 +78,22 @@ def invalid(exc: ValidationError) -> ApiProblem:
             else ""
         )
         return ApiProblem(400, f"The body is not valid JSON: {reason}.{hint}")
-    detail = []
-    for error in errors:
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] in STRICT_HINTS and not isinstance(error.get("input"), float):
-            message = f"{message}: {STRICT_HINTS[error['type']]}"
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        detail.append({"field": field, "message": message})
-    return ApiProblem(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
+    labels = form_labels(playground) if playground else {}
+    detail = [field_problem(error, labels) for error in errors]
+    return ApiProblem(422, " ".join(d["message"] for d in detail), detail)
+
+
+def field_problem(error: Any, labels: dict[str, str]) -> dict[str, str]:
+    """One pydantic error as ``{"field": "seq_lens.0", "label": …, "message": sentence}``."""
+    loc = error["loc"]
+    field = ".".join(str(part) for part in loc) or "body"
+    words, tail = plain_words(error)
+    if not loc:  # a check across fields: its own message is already a sentence
+        return {"field": field, "label": "", "message": words}
+    label = field_label(str(loc[0]), labels)
+    item = next((part for part in loc[1:] if isinstance(part, int)), None)
+    subject = f"Value {item + 1} of {label}" if item is not None else capitalised(label)
+    return {"field": field, "label": label, "message": f"{subject}{' ' if tail else ': '}{words}"}
 
 
 def nul_at(value: Any, path: str = "") -> tuple[str, int] | None:
@@ -129,9 +134,11 @@ def read_params(request: HttpRequest, playground: Playground) -> PlaygroundParam
             400, f"The body is not UTF-8 (byte {exc.start} is invalid): send JSON as UTF-8."
         ) from None
     except FormProblem as exc:
-        raise ApiProblem(422, str(exc), [{"field": exc.field, "message": str(exc)}]) from None
+        label = field_label(exc.field, form_labels(playground))
+        detail = [{"field": exc.field, "label": label, "message": str(exc)}]
+        raise ApiProblem(422, str(exc), detail) from None
     except ValidationError as exc:
-        raise invalid(exc) from None
+        raise invalid(exc, playground) from None
     except RequestDataTooBig:
         raise ApiProblem(413, "The form is too large: at most 20 MB of text.") from None
     except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:
@@ -139,11 +146,12 @@ def read_params(request: HttpRequest, playground: Playground) -> PlaygroundParam
     found = nul_at(params.model_dump())
     if found is not None:
         field, index = found
+        label = field_label(field.split(".")[0], form_labels(playground))
         message = (
-            f"contains a NUL character (U+0000) at character {index}: text cannot hold one "
-            "(from a file, that usually means it is not plain text)"
+            f"{capitalised(label)} contains a NUL character (U+0000) at character {index}: text "
+            "cannot hold one (from a file, that usually means it is not plain text)."
         )
-        raise ApiProblem(422, f"{field}: {message}", [{"field": field, "message": message}])
+        raise ApiProblem(422, message, [{"field": field, "label": label, "message": message}])
     return params
 
 

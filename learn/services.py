@@ -24,6 +24,7 @@ from learn.lab.events import Emit, no_emit
 from learn.models import (
     ApiKey,
     CacheEntry,
+    CheckAnswer,
     Chunk,
     Collection,
     Document,
@@ -437,3 +438,26 @@ def count_cache_hit(entry_id: int) -> None:
 def purge_expired_cache() -> int:
     """Delete expired cache entries; returns how many went."""
     return CacheEntry.objects.filter(expires_at__lte=timezone.now()).delete()[0]
+
+
+# ------------------------------------------------------------ learners: checks, accounts
+
+
+def record_check_answer(
+    owner: str, check_id: str, answer: str, *, correct: bool, run: Run | None = None
+) -> CheckAnswer:
+    """Keep one graded answer to a check (learn.checks) of ``owner`` (an Owner tag)."""
+    return CheckAnswer.objects.create(
+        owner=owner, check_id=check_id, answer=answer[:200], correct=correct, run=run
+    )
+
+
+def adopt_session(session_key: str, user: Any) -> int:
+    """Move a browser session's runs, collections and check answers to ``user``'s account
+    (``session:<key>`` → ``user:<id>``), all or nothing; the number of runs moved."""
+    old, new = f"session:{session_key}", f"user:{user.pk}"
+    with transaction.atomic():
+        moved = Run.objects.filter(owner=old).update(owner=new)
+        Collection.objects.filter(owner=old).update(owner=new)
+        CheckAnswer.objects.filter(owner=old).update(owner=new)
+    return moved

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from learn import views
+from learn import pages, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,4 +11,9 @@ urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
     path("benchmarks/", views.benchmarks, name="benchmarks"),
     path("healthz", views.healthz, name="healthz"),
+    path("me/runs/", pages.my_runs, name="my-runs"),
+    path("checks/<slug:check_id>/answer", pages.answer_check, name="check-answer"),
+    path("accounts/signup/", pages.signup, name="signup"),
+    path("accounts/login/", pages.login_page, name="login"),
+    path("accounts/logout/", pages.logout_page, name="logout"),
 ]

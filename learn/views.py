@@ -20,13 +20,14 @@ from learn import metrics, owners, ratelimit, services, streams
 from learn.chapters import CHAPTERS, get_chapter
 from learn.events import Event
 from learn.models import Run, TrainedTokenizer
+from learn.pages import chapter_context, home_context
 from learn.playgrounds import PLAYGROUNDS, for_chapter
 from learn.queries import collections_of, nearest_texts
 
 
 def home(request: HttpRequest) -> HttpResponse:
     chapters = [(chapter, for_chapter(chapter.slug)) for chapter in CHAPTERS]
-    return render(request, "learn/home.html", {"chapters": chapters})
+    return render(request, "learn/home.html", {"chapters": chapters, **home_context(request)})
 
 
 def is_uuid(text: str | None) -> bool:
@@ -42,7 +43,13 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
     if found is None:
         raise Http404("No such chapter")
     playgrounds = {pg.slug.replace("-", "_"): pg for pg in for_chapter(slug)}
-    context = {"chapter": found, "chapters": CHAPTERS, "playgrounds": playgrounds}
+    context = {
+        "chapter": found,
+        "chapters": CHAPTERS,
+        "playgrounds": playgrounds,
+        "runs_on": runs_on(),
+        **chapter_context(request, slug),  # the learner's latest runs, checks, progress
+    }
     if slug == "rag-agents":  # the chapter 6 forms offer the learner's own collections
         context["my_collections"] = collections_of(owners.tags_of(request))
     if slug == "tokenization":  # the tokenize forms offer the tokenizers this learner
@@ -52,6 +59,25 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
             Q(run__owner__in=owners.tags_of(request)) | shared
         ).only("id", "name", "vocab_size", "pretokenizer")[:50]
     return render(request, "learn/chapter.html", context)
+
+
+def runs_on() -> dict[str, str]:
+    """Per queue, the device a job queued now would run on, in words, from the live
+    workers' heartbeats (as /healthz reads them); {} when no worker is alive."""
+    try:
+        live = metrics.live_workers()
+    except Exception:  # Redis down: the form cannot say, and the run would wait anyway
+        return {}
+    words = {}
+    for queue in ("gpu", "cpu"):
+        devices = {w.device for w in live if queue in w.queues and w.device}
+        if "cuda" in devices and (queue == "gpu" or devices == {"cuda"}):
+            words[queue] = "a GPU (CUDA)"  # GPU workers take the gpu queue first
+        elif "cuda" in devices:
+            words[queue] = "a CPU or a GPU, whichever worker is free"
+        elif devices:
+            words[queue] = "the CPU (no GPU worker is running)" if queue == "gpu" else "the CPU"
+    return words
 
 
 def run_page(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
@@ -94,8 +120,11 @@ async def run_stream(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         return [Event(event.id, "result", {}).sse(html), event.sse("")]
 
     async def render_event(event: Event) -> list[str]:
-        if event.kind == "progress":
-            return [event.sse(render_to_string("learn/run_panel.html#progress", event.data))]
+        if event.kind == "progress":  # the bar, and the badge (out of band): a worker has it
+            running = {"run": run, "status": Run.Status.RUNNING, "streamed": True}
+            html = render_to_string("learn/run_panel.html#progress", event.data)
+            badge = render_to_string("learn/run_panel.html#status", running)
+            return [event.sse(html + badge)]
         if event.kind == "attempt":  # a retry after a worker stopped: reset the bar, log it
             reset = {"pct": 0, "message": event.data.get("message")}
             return [

@@ -118,7 +118,7 @@ def test_text_has_no_markup_template_syntax_or_playground_forms(lessons: dict) -
 
 def test_code_lists_and_entities_come_through_as_text(lessons: dict) -> None:
     hnsw = lessons["vector-search"].section_text("hnsw")
-    assert "def _search_layer(" in hnsw  # {% lab_source %} code, kept as text
+    assert "def search_layer(" in hnsw  # {% lab_source %} code, kept as text
     assert "\n- Greedy from the top down." in hnsw  # a list item
     pgvector = lessons["vector-search"].section_text("pgvector")
     assert "ORDER BY embedding <=> $1 LIMIT 10;" in pgvector  # &lt;=&gt; unescaped

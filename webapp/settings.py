@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "template_partials",
+    "ninja",  # /api/docs renders its bundled Swagger UI (no CDN: the docs work offline)
     "django_prometheus",  # request metrics for /metrics (learn/metrics.py adds ours)
     "learn",
 ]

@@ -12,7 +12,9 @@ can fill in while the rest run. Rows are plain dicts (JSON-able)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learn.lab.events import Emit, no_emit
+from learn.lab.events import Emit, no_emit, scaled_emit
 from learn.lab.quality import agreement, kl_divergence, perplexity
 from learn.lab.quantized_models import VARIANTS, quantized_copy, weight_bytes
 from learn.lab.timing import best_of
@@ -79,12 +81,13 @@ def bench_minilm(
     base_model = encoder.model
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
-    for variant, target in _runnable(variants, device, "MiniLM", rows, emit):
+    for variant, target, step in _runnable(variants, device, "MiniLM", rows, emit):
         convert_s, model = _convert(
             base_model.cpu(), variant, target, skip=("pooler",), fused=False
         )
         encoder.model, encoder.device = model, target
-        seconds, vectors = best_of(lambda: encoder.encode(texts, batch_size=32), 2)
+        timing = scaled_emit(step, 10, 95, f"timing {len(texts)} texts twice")
+        seconds, vectors = best_of(lambda e=timing: encoder.encode(texts, batch_size=32, emit=e), 2)
         if reference is None:
             reference = vectors
         cos = np.sum(reference * vectors, axis=1)
@@ -99,6 +102,7 @@ def bench_minilm(
     return rows
 
 
+REPORT_EVERY = 0.5  # seconds between progress events while a generation is timed
 HELD_OUT = Path(__file__).parent / "data" / "heldout.txt"  # written for this project
 BENCH_PROMPT = "Write a short story about a lighthouse keeper and her notebooks."
 
@@ -128,15 +132,17 @@ def bench_smollm2(
     base = load_llama("cpu", torch.float32)
     rows: list[dict[str, Any]] = []
     reference: torch.Tensor | None = None
-    for variant, target in _runnable(variants, device, "SmolLM2", rows, emit):
+    for variant, target, step in _runnable(variants, device, "SmolLM2", rows, emit):
         convert_s, model = _convert(base, variant, target, group_size=group_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), _per_block(model, step, 10, 60, "scoring held-out text"):
             logits = model(text_ids.to(target))[0, :-1].float().cpu()  # (T-1, vocab)
         targets = text_ids[0, 1:]
         if reference is None:
             reference = logits
+        step("progress", pct=62, message="warming up")
         generate(model, prompt, 4, stop_ids=())  # warm-up
-        run = generate(model, prompt, new_tokens, stop_ids=(), tokenizer=tokenizer)
+        timing = _per_token(step, 65, 100, new_tokens)
+        run = generate(model, prompt, new_tokens, stop_ids=(), tokenizer=tokenizer, emit=timing)
         quality = {
             "perplexity": round(perplexity(logits, targets), 4),
             "top1_agreement": round(agreement(reference, logits), 4),
@@ -151,21 +157,63 @@ def bench_smollm2(
 
 def _runnable(
     variants: list[str], device: str, model: str, rows: list[dict[str, Any]], emit: Emit
-) -> Iterator[tuple[str, str]]:
-    """fp32 first (the reference), then the others: ``(variant, device to run it on)``.
+) -> Iterator[tuple[str, str, Emit]]:
+    """fp32 first (the reference), then the others: ``(variant, device to run it on, emit
+    for this variant's share of the progress bar)``.
 
     Reports progress, and records (and emits) a skipped row for each variant this device
     cannot run.
     """
     order = ["fp32", *[v for v in variants if v != "fp32"]]
     for i, variant in enumerate(order):
-        emit("progress", pct=100 * i / len(order), message=f"{model} {variant}")
+        label = f"{model} in {VARIANTS[variant].label}"
+        step = scaled_emit(emit, 100 * i / len(order), 100 * (i + 1) / len(order), label)
+        step("progress", pct=0, message="converting the weights")
         reason = _skip_reason(variant, device)
         if reason:
             rows.append(_row(variant, device, skipped=reason))
             emit("partial", row=rows[-1])
             continue
-        yield variant, "cpu" if variant == "int8-dynamic" else device
+        yield variant, "cpu" if variant == "int8-dynamic" else device, step
+
+
+@contextmanager
+def _per_block(model: nn.Module, step: Emit, lo: float, hi: float, what: str) -> Iterator[None]:
+    """Progress after each transformer block of a forward pass (``lo``-``hi`` % of ``step``):
+    one pass over a long text through int4 layers on a CPU takes tens of seconds."""
+    blocks = list(getattr(model, "layers", []))
+
+    def hook(i: int) -> Callable[..., None]:
+        def report(*_: Any) -> None:
+            pct = lo + (hi - lo) * (i + 1) / len(blocks)
+            step("progress", pct=pct, message=f"{what}: block {i + 1} of {len(blocks)}")
+
+        return report
+
+    handles = [block.register_forward_hook(hook(i)) for i, block in enumerate(blocks)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _per_token(step: Emit, lo: float, hi: float, total: int) -> Emit:
+    """Progress as a timed generation makes its tokens (``lo``-``hi`` % of ``step``), at most
+    every REPORT_EVERY seconds, so that reporting costs the timing next to nothing."""
+    made = iter(range(1, total + 1))
+    last = [0.0]
+
+    def relay(kind: str, /, **data: Any) -> None:
+        if kind != "partial":
+            return
+        n, now = next(made, total), time.perf_counter()
+        if now - last[0] >= REPORT_EVERY or n == total:
+            last[0] = now
+            pct = lo + (hi - lo) * n / total
+            step("progress", pct=pct, message=f"timing generation: token {n} of {total}")
+
+    return relay
 
 
 def _convert(

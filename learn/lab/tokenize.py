@@ -79,9 +79,9 @@ def compare(
     """Tokenize ``text`` with each tokenizer: stats plus the first SHOWN_TOKENS pieces.
 
     Each piece is ``[id, token, start, end, shown, byte_start, byte_end]``: character
-    offsets into ``text``, the text the token covers ("" when it continues a character
-    that a byte-level tokenizer split over several tokens: they share the same offsets),
-    and the same span in UTF-8 bytes.
+    offsets into ``text``, the text the token covers (for a byte-level token that holds
+    only part of a character, its bytes instead: ``<F0><9F>``), and the same span in UTF-8
+    bytes.
     """
     rows = []
     for i, tokenizer in enumerate(tokenizers):
@@ -92,14 +92,40 @@ def compare(
                 "name": tokenizer.name,
                 "family": tokenizer.family,
                 "stats": text_stats(text, pieces),
-                "pieces": _shown(text, pieces[:SHOWN_TOKENS]),
+                "pieces": _shown(
+                    text, pieces[:SHOWN_TOKENS], byte_level="byte" in tokenizer.family.lower()
+                ),
                 "truncated": len(pieces) > SHOWN_TOKENS,
             }
         )
     return rows
 
 
-def _shown(text: str, pieces: Sequence[Piece]) -> list[list[Any]]:
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable character standing for each byte."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    kept += range(ord("®"), ord("ÿ") + 1)
+    moved = [b for b in range(256) if b not in kept]
+    return {chr(b): b for b in kept} | {chr(256 + i): b for i, b in enumerate(moved)}
+
+
+BYTE_OF = _byte_alphabet()
+
+
+def token_bytes(token: str) -> bytes | None:
+    """A byte-level token's bytes ("Ã" -> b"\xc3"); None if it is not in that alphabet."""
+    if not token or any(ch not in BYTE_OF for ch in token):
+        return None
+    return bytes(BYTE_OF[ch] for ch in token)
+
+
+def as_text_and_bytes(raw: bytes) -> str:
+    """Whole characters as text, the bytes of split ones as ``<C3>``: b" \xc3" -> " <C3>"."""
+    text = raw.decode("utf-8", errors="surrogateescape")  # a stray byte b -> U+DC00 + b
+    return "".join(f"<{ord(ch) - 0xDC00:02X}>" if "\udc80" <= ch <= "\udcff" else ch for ch in text)
+
+
+def _shown(text: str, pieces: Sequence[Piece], *, byte_level: bool = False) -> list[list[Any]]:
     byte_at = [0]  # byte_at[i]: UTF-8 byte offset of character i
     for char in text:
         byte_at.append(byte_at[-1] + len(char.encode("utf-8")))
@@ -107,6 +133,9 @@ def _shown(text: str, pieces: Sequence[Piece]) -> list[list[Any]]:
     for piece in pieces:
         span = (piece.start, piece.end)
         shown = text[piece.start : piece.end] if span != previous else ""
+        raw = token_bytes(piece.token) if byte_level else None
+        if raw is not None and raw != shown.encode("utf-8"):  # part of a character: its bytes
+            shown = as_text_and_bytes(raw)
         rows.append([*piece, shown, byte_at[piece.start], byte_at[piece.end]])
         previous = span
     return rows

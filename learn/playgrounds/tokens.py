@@ -100,6 +100,7 @@ class TokenizeParams(PlaygroundParams):
     text: str = Field(min_length=1, max_length=20_000, description="up to 20,000 characters")
     tokenizers: list[str] = Field(
         default=["smollm2", "minilm"],
+        title="tokenizers",
         min_length=1,
         max_length=4,
         description="1-4 of: smollm2, minilm, or the id of a tokenizer trained here",

@@ -180,3 +180,76 @@ def _child(node: ast.AST, name: str, ref: str) -> ast.AST:
         if isinstance(child, defines) and child.name == name:
             return child
     raise template.TemplateSyntaxError(f"lab_source {ref!r}: no def or class {name!r} there")
+
+
+# --------------------------------------------------------------------- a learner's runs
+
+URL_VALUE_LIMIT = 1_500  # characters of one value a "run again" link still carries
+
+
+@register.filter
+def short_params(params: dict) -> str:
+    """A run's parameters in one short line: 'k=3, n=2, texts: 5 items'."""
+    parts = []
+    for key, value in (params or {}).items():
+        if isinstance(value, list):
+            shown = ", ".join(map(str, value)) if len(str(value)) <= 30 else f"{len(value)} items"
+            parts.append(f"{key}: {shown}")
+        elif isinstance(value, str) and len(value) > 24:
+            parts.append(f"{key}: {len(value):,} chars")
+        elif isinstance(value, dict):
+            parts.append(f"{key}: …")
+        else:
+            parts.append(f"{key}={value}")
+    line = ", ".join(parts)
+    return line if len(line) <= 120 else line[:119] + "…"
+
+
+def form_pairs(params: dict) -> tuple[list[tuple[str, str]], list[str]]:
+    """A run's parameters as form values ([(name, value)], a list as repeated names) and
+    the names that cannot travel in a URL (large texts kept beside the run, long values)."""
+    pairs: list[tuple[str, str]] = []
+    left_out: list[str] = []
+    for key, value in (params or {}).items():
+        if key.endswith("_chars"):  # LargeTextParams: the text itself is kept elsewhere
+            left_out.append(key.removesuffix("_chars"))
+            continue
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, dict | list) for v in values) or value is None:
+            continue
+        texts = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+        if sum(map(len, texts)) > URL_VALUE_LIMIT:
+            left_out.append(key)
+            continue
+        pairs.extend((key, text) for text in texts)
+    return pairs, left_out
+
+
+@register.simple_tag
+def rerun_link(run: object, playground: object) -> dict[str, object] | None:
+    """``{% rerun_link run playground as rerun %}``: ``rerun.url`` opens the chapter at the
+    playground with its form pre-filled (static/js/app.js reads the query string);
+    ``rerun.left_out`` names what the URL cannot carry. None for a playground with no form."""
+    from urllib.parse import urlencode
+
+    from django.urls import reverse
+
+    if playground is None or getattr(playground, "hidden", False):
+        return None
+    params = getattr(run, "params", {}) or {}
+    if playground.slug == "tokenize":  # type: ignore[attr-defined]
+        query, left_out = share_query(params), []
+    else:
+        pairs, left_out = form_pairs(params)
+        query = urlencode(pairs)
+    url = reverse("chapter", args=[playground.chapter])  # type: ignore[attr-defined]
+    if getattr(playground, "uploads", False):
+        left_out.append("uploaded file")
+    return {"url": f"{url}?{query}#pg-{playground.slug}", "left_out": left_out}  # type: ignore[attr-defined]
+
+
+@register.filter
+def latest_of(latest_runs: object, slug: str) -> object:
+    """``latest_runs|latest_of:pg.slug``: the learner's newest run of a playground, if any
+    (``latest_runs`` comes from learn.pages.chapter_context; absent, nothing)."""
+    return latest_runs.get(slug) if isinstance(latest_runs, dict) else None

@@ -31,21 +31,90 @@
   window.FP = { css: (n) => css(n), dataFor: (c) => dataFor(c) };
   const short = (text, n = 60) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
 
-  // Writes each point's label beside it (Chart.js has no built-in data labels).
+  // Writes each point's label beside it (Chart.js has no built-in data labels): to the right,
+  // else left, above or below, whichever stays inside the chart and clear of labels already
+  // written; a label with no free place is left to the tooltip.
   const pointLabels = {
     id: "pointLabels",
     afterDatasetsDraw(chart) {
-      const { ctx } = chart;
+      const { ctx, width, height } = chart;
       ctx.save();
       ctx.font = "11px system-ui, sans-serif";
       ctx.fillStyle = css("--ink");
+      ctx.textBaseline = "middle";
+      const taken = []; // the points themselves first, so no label covers one
+      chart.data.datasets.forEach((ds, i) => chart.getDatasetMeta(i).data.forEach((pt) =>
+        taken.push({ x: pt.x - 5, y: pt.y - 5, w: 10, h: 10 })));
+      const clear = (b) => b.x >= 0 && b.y >= 0 && b.x + b.w <= width && b.y + b.h <= height &&
+        taken.every((t) => b.x + b.w <= t.x || t.x + t.w <= b.x || b.y + b.h <= t.y || t.y + t.h <= b.y);
       chart.data.datasets.forEach((ds, i) => {
         if (!ds.labels) return;
-        chart.getDatasetMeta(i).data.forEach((pt, j) => ctx.fillText(ds.labels[j], pt.x + 6, pt.y - 6));
+        chart.getDatasetMeta(i).data.forEach((pt, j) => {
+          const text = ds.labels[j], w = ctx.measureText(text).width, h = 13;
+          const spots = [[pt.x + 7, pt.y - h / 2], [pt.x - 7 - w, pt.y - h / 2],
+            [pt.x - w / 2, pt.y - 8 - h], [pt.x - w / 2, pt.y + 8]];
+          const box = spots.map(([x, y]) => ({ x, y, w, h })).find(clear);
+          if (!box) return;
+          taken.push(box);
+          ctx.fillText(text, box.x, box.y + h / 2);
+        });
       });
       ctx.restore();
     },
   };
+
+  // A matrix drawn cell by cell on a square canvas, its row and column labels in a margin
+  // (every one when they fit, else every k-th) and the two axis titles outside them.
+  // value(i, j) in [0, 1] sets a cell's shade (null: leave it blank); tip(i, j) is its hover text.
+  // tokens: labels are tokens, whose spaces and newlines are shown (␣, ↵), as the lessons do.
+  const visible = (t) => String(t).replace(/ /g, "\u2423").replace(/\n/g, "\u21b5");
+  function matrix(canvas, { n, m, value, hue = 228, tip = () => "", rows, cols, rowTitle, colTitle, tokens = false }) {
+    const size = canvas.clientWidth || 360, ratio = window.devicePixelRatio || 1;
+    canvas.width = size * ratio; canvas.height = size * ratio;
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, size, size);
+    const font = 10, title = 15, room = size * 0.26;
+    ctx.font = `${font}px system-ui, sans-serif`;
+    const fit = (t) => { // shorten a label to the margin's width
+      let s = tokens ? visible(t) : String(t).replace(/\s+/g, " ");
+      while (s.length > 2 && ctx.measureText(s).width > room) s = s.slice(0, -2) + "…";
+      return s;
+    };
+    const rowText = rows.map(fit), colText = cols.map(fit);
+    const widest = (ts) => Math.max(0, ...ts.map((t) => ctx.measureText(t).width));
+    const left = title + widest(rowText) + 4, top = title + widest(colText) + 4;
+    const w = (size - left - 2) / m, h = (size - top - 2) / n;
+    for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) {
+      const v = value(i, j);
+      if (v === null) continue;
+      ctx.fillStyle = `hsl(${hue}, 70%, ${Math.round(97 - 65 * Math.max(0, Math.min(1, v)))}%)`;
+      ctx.fillRect(left + j * w, top + i * h, Math.ceil(w), Math.ceil(h));
+    }
+    ctx.fillStyle = css("--ink");
+    const rowStep = Math.ceil((font + 1) / h), colStep = Math.ceil((font + 1) / w);
+    ctx.textAlign = "right"; ctx.textBaseline = "middle";
+    for (let i = 0; i < n; i += rowStep) ctx.fillText(rowText[i], left - 3, top + (i + 0.5) * h);
+    ctx.save(); ctx.rotate(-Math.PI / 2); ctx.textAlign = "left";
+    for (let j = 0; j < m; j += colStep) ctx.fillText(colText[j], -(top - 3), left + (j + 0.5) * w);
+    ctx.restore();
+    ctx.font = `600 11px system-ui, sans-serif`; ctx.fillStyle = css("--muted"); ctx.textAlign = "center";
+    ctx.fillText(colTitle, left + (size - left) / 2, title / 2);
+    ctx.save(); ctx.translate(title / 2, top + (size - top) / 2); ctx.rotate(-Math.PI / 2);
+    ctx.fillText(rowTitle, 0, 0);
+    ctx.restore();
+    // What a test or a screen reader can read of the picture.
+    canvas.dataset.rowLabels = String(Math.ceil(n / rowStep));
+    canvas.dataset.colLabels = String(Math.ceil(m / colStep));
+    canvas.dataset.margin = JSON.stringify({ left, top });
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `${rowTitle} (rows) by ${colTitle} (columns)`);
+    canvas.onmousemove = (e) => {
+      const i = Math.floor((e.offsetY - top) / h), j = Math.floor((e.offsetX - left) / w);
+      canvas.title = i >= 0 && j >= 0 && i < n && j < m ? tip(i, j) : "";
+    };
+  }
+  window.FP.matrix = matrix;
 
   const draw = (window.FP_CHARTS = window.FP_CHARTS || {});
   Object.assign(draw, {
@@ -76,32 +145,19 @@
       });
     },
 
-    // Cosine-similarity heatmap drawn straight onto the canvas (n ≤ 256 cells a side).
-    // Colours span the smallest similarity present to 1, so differences stay visible.
+    // Cosine-similarity heatmap (n ≤ 256 cells a side), rows and columns labelled with their
+    // texts (or line numbers when there are many). Colours span the smallest similarity
+    // present to 1, so differences stay visible.
     heatmap(canvas) {
       const r = dataFor(canvas);
       const sim = r.similarity, n = sim.length;
       const low = Math.min(...sim.map((row) => Math.min(...row)));
       const legend = document.getElementById(canvas.dataset.legend);
       if (legend) legend.textContent = `light = ${low.toFixed(2)}, dark = 1.00`;
-      const size = canvas.clientWidth || 360;
-      const ratio = window.devicePixelRatio || 1;
-      canvas.width = size * ratio; canvas.height = size * ratio;
-      const ctx = canvas.getContext("2d");
-      ctx.scale(ratio, ratio);
-      const cell = size / n;
-      for (let i = 0; i < n; i++) {
-        for (let j = 0; j < n; j++) {
-          const s = (sim[i][j] - low) / (1 - low || 1);
-          ctx.fillStyle = `hsl(228, 70%, ${Math.round(97 - 65 * s)}%)`;
-          ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
-        }
-      }
-      canvas.title = "";
-      canvas.addEventListener("mousemove", (e) => {
-        const i = Math.floor(e.offsetY / cell), j = Math.floor(e.offsetX / cell);
-        if (i < n && j < n) canvas.title = `${sim[i][j].toFixed(3)}\n${short(r.texts[i])}\n${short(r.texts[j])}`;
-      });
+      const names = r.texts.map((t, i) => (n <= 24 ? short(t, 18) : String(i + 1)));
+      matrix(canvas, { n, m: n, value: (i, j) => (sim[i][j] - low) / (1 - low || 1), rows: names, cols: names,
+        rowTitle: "text", colTitle: "text (cosine similarity)",
+        tip: (i, j) => `${sim[i][j].toFixed(3)}\n${short(r.texts[i])}\n${short(r.texts[j])}` });
     },
 
     // The analogy's four words and its target, with the two parallel offsets drawn.
@@ -118,7 +174,9 @@
           line(1, 0, "#3b5bdb88"), line(2, 4, "#2b8a3e88"),
         ] },
         options: { maintainAspectRatio: false, animation: false, layout: { padding: { right: 110 } },
-          plugins: { legend: { display: false } } },
+          plugins: { legend: { display: false } },
+          scales: { x: { title: { display: true, text: "PC1 of the five vectors" } },
+                    y: { title: { display: true, text: "PC2 of the five vectors" } } } },
         plugins: [pointLabels],
       });
     },
@@ -135,7 +193,8 @@
         data: { labels: bars.map((b) => b[0]),
           datasets: [{ data: bars.map((b) => b[1]), backgroundColor: bars.map((_, i) => (i ? "#748ffc" : "#2b8a3e")) }] },
         options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
-          scales: { y: { min: 0, max: 1, title: { display: true, text: "Jaccard similarity" } } } },
+          scales: { x: { title: { display: true, text: "estimate" } },
+                    y: { min: 0, max: 1, title: { display: true, text: "Jaccard similarity" } } } },
       });
     },
 
@@ -165,7 +224,7 @@
         data: { datasets: [{ data: [], backgroundColor: css("--accent"), pointRadius: 2 }] },
         options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
           scales: { x: { title: { display: true, text: "merge rank" } },
-                    y: { type: "logarithmic", title: { display: true, text: "pair count" } } } },
+                    y: { type: "logarithmic", ticks: window.FP.logTicks, title: { display: true, text: "pair count (log scale)" } } } },
       });
     },
 
@@ -178,7 +237,7 @@
           pointRadius: 0, borderWidth: 2 }] },
         options: { maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
           scales: { x: { type: "linear", title: { display: true, text: "merge rank" } },
-                    y: { type: "logarithmic", title: { display: true, text: "pair count" } } } },
+                    y: { type: "logarithmic", ticks: window.FP.logTicks, title: { display: true, text: "pair count (log scale)" } } } },
       });
     },
 
@@ -190,7 +249,9 @@
         data: { labels: r.tokenizers.map((t) => t.name),
           datasets: [{ data: r.tokenizers.map((t) => t.stats.tokens), backgroundColor: "#748ffc" }] },
         options: { maintainAspectRatio: false, animation: false, indexAxis: "y",
-          plugins: { legend: { display: false } }, scales: { x: { title: { display: true, text: "tokens" } } } },
+          plugins: { legend: { display: false } },
+          scales: { x: { title: { display: true, text: "tokens for the text" } },
+                    y: { title: { display: true, text: "tokenizer" } } } },
       });
     },
   });
@@ -201,8 +262,17 @@
 
   const PALETTE = ["#4263eb", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d"];
   const colour = (i) => PALETTE[i % PALETTE.length];
+  // Log-axis ticks at 1, 2 and 5 of each decade only, written short ("20k"): Chart.js labels
+  // every 1-9 step, and at the top of a decade "90,000" and "100,000" run into each other.
+  const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
+  const logTicks = { autoSkip: true, maxRotation: 0, callback: (v, _i, ticks) => {
+    const lead = Math.round(v / 10 ** Math.floor(Math.log10(v)));
+    const decades = Math.log10(ticks.at(-1).value / ticks[0].value);
+    return decades < 1 || [1, 2, 5].includes(lead) ? compact.format(v) : "";
+  } };
+  window.FP.logTicks = logTicks;
   const recallAxes = (k) => ({
-    x: { type: "logarithmic", title: { display: true, text: "queries per second (log)" } },
+    x: { type: "logarithmic", ticks: logTicks, title: { display: true, text: "queries per second (log scale)" } },
     y: { min: 0, max: 1, title: { display: true, text: `recall@${k}` } },
   });
 
@@ -251,7 +321,8 @@
         pointStyle: "star", pointRadius: 12, borderColor: "#e8590c", borderWidth: 2 });
       new Chart(canvas, { type: "scatter", data: { datasets },
         options: { maintainAspectRatio: false, animation: false,
-          scales: { x: { title: { display: true, text: "PC1" } }, y: { title: { display: true, text: "PC2" } } } } });
+          scales: { x: { title: { display: true, text: "PC1 of the data set" } },
+                    y: { title: { display: true, text: "PC2 of the data set" } } } } });
     },
 
     // Memory against recall for each codec.
@@ -264,7 +335,7 @@
           backgroundColor: css("--accent"), pointRadius: 5 }] },
         options: { maintainAspectRatio: false, animation: false, layout: { padding: { right: 60 } },
           plugins: { legend: { display: false } },
-          scales: { x: { type: "logarithmic", title: { display: true, text: "bytes per vector (log)" } },
+          scales: { x: { type: "logarithmic", ticks: logTicks, title: { display: true, text: "bytes per vector (log scale)" } },
                     y: { min: 0, max: 1, title: { display: true, text: `recall@${r.k}` } } } },
         plugins: [pointLabels],
       });
@@ -336,3 +407,49 @@
     });
   });
 })();
+
+// "Run again with these settings" (learn_tags.rerun_link): the chapter opens at
+// #pg-<slug> with the run's parameters in the query string; fill that form from it.
+// A list arrives as repeated names: ticks for checkboxes and multi-selects, one item a
+// line in a textarea, comma-separated in a text box. Share links copy on a click.
+document.addEventListener("DOMContentLoaded", () => {
+  "use strict";
+  document.querySelectorAll("button[data-copy]").forEach((button) => button.addEventListener("click", async () => {
+    const input = document.getElementById(button.dataset.copy);
+    input.select();
+    try { await navigator.clipboard.writeText(input.value); } catch { document.execCommand("copy"); }
+    button.textContent = "Copied";
+  }));
+  const query = new URLSearchParams(window.location.search);
+  const section = window.location.hash.startsWith("#pg-") && document.getElementById(window.location.hash.slice(1));
+  const form = section && section.querySelector("form");
+  if (!form || ![...query.keys()].length) return;
+  const filled = [];
+  for (const name of new Set(query.keys())) {
+    const values = query.getAll(name);
+    const fields = [...form.elements].filter((el) => el.name === name);
+    if (!fields.length) continue;
+    for (const el of fields) {
+      if (el.type === "checkbox" && ["on", "true", ""].includes(el.getAttribute("value") ?? "")) {
+        el.checked = values[0] === "true";
+      } else if (el.type === "checkbox" || el.type === "radio") {
+        el.checked = values.includes(el.value);
+      } else if (el.tagName === "SELECT" && el.multiple) {
+        [...el.options].forEach((o) => { o.selected = values.includes(o.value); });
+      } else if (el.tagName === "SELECT") {
+        if ([...el.options].some((o) => o.value === values[0])) el.value = values[0];
+      } else if (el.type !== "file" && el.type !== "hidden") {
+        el.value = values.join(el.tagName === "TEXTAREA" ? "\n" : ", ");
+      }
+      el.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+    filled.push(name);
+  }
+  if (filled.length) {
+    form.dataset.prefilled = filled.join(" ");
+    const note = document.createElement("p");
+    note.className = "hint prefilled";
+    note.textContent = "Filled in from the run you opened: check the settings, then press Run.";
+    form.prepend(note);
+  }
+});

@@ -8,25 +8,10 @@
   const base = (extra = {}) => ({ maintainAspectRatio: false, animation: false, ...extra });
   const axis = (text, more = {}) => ({ title: { display: true, text }, ...more });
 
-  // A matrix drawn cell by cell on a square canvas; value(i, j) in [0, 1] sets the shade.
-  function matrix(canvas, n, m, value, hue = 228, title = () => "") {
-    const size = canvas.clientWidth || 360, ratio = window.devicePixelRatio || 1;
-    canvas.width = size * ratio; canvas.height = size * ratio;
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, size, size);
-    const h = size / n, w = size / m;
-    for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) {
-      const v = value(i, j);
-      if (v === null) continue;
-      ctx.fillStyle = `hsl(${hue}, 70%, ${Math.round(97 - 65 * Math.max(0, Math.min(1, v)))}%)`;
-      ctx.fillRect(j * w, i * h, Math.ceil(w), Math.ceil(h));
-    }
-    canvas.onmousemove = (e) => {
-      const i = Math.floor(e.offsetY / h), j = Math.floor(e.offsetX / w);
-      if (i < n && j < m) canvas.title = title(i, j);
-    };
-  }
+  // Heatmaps: app.js's FP.matrix draws the cells with their row and column labels.
+  const matrix = (canvas, spec) => window.FP.matrix(canvas, spec);
+  const count = (k) => Array.from({ length: k }, (_, i) => String(i));
+  const logAxis = (text) => axis(text, { type: "logarithmic", ticks: window.FP.logTicks });
 
   Object.assign(draw, {
     "token-latency"(canvas) {
@@ -34,7 +19,7 @@
       new Chart(canvas, { type: "bar",
         data: { labels: r.token_ms.map((_, i) => i + 1), datasets: [{ data: r.token_ms, backgroundColor: css("--accent") }] },
         options: base({ plugins: { legend: { display: false } },
-          scales: { x: axis("token"), y: axis("ms", { type: "logarithmic" }) } }) });
+          scales: { x: axis("generated token (position)"), y: logAxis("milliseconds per token (log scale)") } }) });
     },
 
     // One head's attention weights; the head picker and temperature slider redraw in place.
@@ -44,8 +29,9 @@
       const select = view.querySelector("[data-head]");
       const paint = () => {
         const a = r.attention[+select.value], n = a.length;
-        matrix(canvas, n, n, (i, j) => (j > i ? null : Math.sqrt(a[i][j])), 228,
-          (i, j) => `${JSON.stringify(r.tokens[i])} → ${JSON.stringify(r.tokens[j])}: ${a[i][j].toFixed(3)}`);
+        matrix(canvas, { n, m: n, value: (i, j) => (j > i ? null : Math.sqrt(a[i][j])), rows: r.tokens, cols: r.tokens, tokens: true,
+          rowTitle: "query: the token attending", colTitle: "key: the token attended to",
+          tip: (i, j) => `${JSON.stringify(r.tokens[i])} → ${JSON.stringify(r.tokens[j])}: ${a[i][j].toFixed(3)}` });
       };
       select.addEventListener("change", paint);
       paint();
@@ -57,11 +43,16 @@
       const slider = view.querySelector("[data-temperature]");
       const label = view.querySelector("[data-temperature-label]");
       const temps = r.next.temperatures;
-      const probs = () => Object.values(r.next.probs)[+slider.value]; // in temperature order
+      // Keys are str(T) from Python ("1.0"); the stored JSON does not keep their order
+      // (Postgres jsonb sorts keys by length), so look each stop's key up by its value.
+      const byT = new Map(Object.entries(r.next.probs).map(([k, v]) => [Number(k), v]));
+      const probs = () => byT.get(temps[+slider.value]);
+      if (temps.includes(1)) slider.value = temps.indexOf(1); // start at the model's own distribution
+      label.textContent = temps[+slider.value].toFixed(2);
       const chart = new Chart(canvas, { type: "bar",
         data: { labels: r.next.tokens.map((t) => JSON.stringify(t)), datasets: [{ data: probs(), backgroundColor: PALETTE[0] }] },
         options: base({ indexAxis: "y", plugins: { legend: { display: false } },
-          scales: { x: axis("probability", { min: 0, max: 1 }) } }) });
+          scales: { x: axis("probability of the next token", { min: 0, max: 1 }), y: axis("candidate next token") } }) });
       slider.addEventListener("input", () => {
         label.textContent = temps[+slider.value].toFixed(2);
         chart.data.datasets[0].data = probs();
@@ -71,14 +62,16 @@
 
     "pe-heatmap"(canvas) {
       const r = dataFor(canvas), e = r.encoding;
-      matrix(canvas, e.length, e[0].length, (i, j) => (e[i][j] + 1) / 2, 20,
-        (i, j) => `position ${i}, dim ${j}: ${e[i][j]}`);
+      matrix(canvas, { n: e.length, m: e[0].length, value: (i, j) => (e[i][j] + 1) / 2, hue: 20,
+        rows: count(e.length), cols: count(e[0].length), rowTitle: "position", colTitle: "dimension (value −1 to 1)",
+        tip: (i, j) => `position ${i}, dim ${j}: ${e[i][j]}` });
     },
 
     "pe-similarity"(canvas) {
       const r = dataFor(canvas), s = r.similarity;
-      matrix(canvas, s.length, s.length, (i, j) => (s[i][j] + 1) / 2, 228,
-        (i, j) => `positions ${i} and ${j}: cosine ${s[i][j]}`);
+      matrix(canvas, { n: s.length, m: s.length, value: (i, j) => (s[i][j] + 1) / 2,
+        rows: count(s.length), cols: count(s.length), rowTitle: "position", colTitle: "position (cosine similarity)",
+        tip: (i, j) => `positions ${i} and ${j}: cosine ${s[i][j]}` });
     },
 
     "rope-distance"(canvas) {
@@ -87,7 +80,7 @@
         data: { labels: r.rope_by_distance.map((_, i) => i),
           datasets: [{ data: r.rope_by_distance, borderColor: PALETTE[0], pointRadius: 0, borderWidth: 2 }] },
         options: base({ plugins: { legend: { display: false } },
-          scales: { x: axis("distance between query and key (positions)"), y: axis("q · k") } }) });
+          scales: { x: axis("distance between query and key (positions)"), y: axis("q · k (dot product, no unit)") } }) });
     },
 
     "kv-latency"(canvas) {
@@ -95,7 +88,7 @@
       const ds = (label, ms, c) => ({ label, data: ms.map((y, i) => ({ x: i + 1, y })), borderColor: c, backgroundColor: c, pointRadius: 0, borderWidth: 2 });
       new Chart(canvas, { type: "line",
         data: { datasets: [ds("no cache (recompute)", r.no_cache.token_ms, PALETTE[1]), ds("KV cache", r.cache.token_ms, PALETTE[0])] },
-        options: base({ parsing: false, scales: { x: axis("token", { type: "linear" }), y: axis("ms per token", { type: "logarithmic" }) } }) });
+        options: base({ parsing: false, scales: { x: axis("token", { type: "linear" }), y: logAxis("milliseconds per token (log scale)") } }) });
     },
 
     "kv-bytes"(canvas) {
@@ -123,21 +116,24 @@
       const r = dataFor(canvas);
       const smallest = Object.keys(r.masks).map(Number).sort((a, b) => a - b)[0];
       const m = r.masks[String(smallest)];
-      matrix(canvas, m.length, m.length, (i, j) => m[i][j] * 0.8, 20, (i, j) => `query ${i}, key ${j}: ${m[i][j] ? "visible" : "masked"}`);
+      matrix(canvas, { n: m.length, m: m.length, value: (i, j) => m[i][j] * 0.8, hue: 20,
+        rows: count(m.length), cols: count(m.length), rowTitle: "query position", colTitle: "key position",
+        tip: (i, j) => `query ${i}, key ${j}: ${m[i][j] ? "visible" : "masked"}` });
     },
 
     "moe-routing"(canvas) {
       const r = dataFor(canvas), p = r.routing.probs;
       const top = Math.max(...p.flat());
-      matrix(canvas, p.length, p[0].length, (i, j) => p[i][j] / top, 280,
-        (i, j) => `token ${i}, expert ${j}: p = ${p[i][j]}${r.routing.chosen[i].includes(j) ? " (chosen)" : ""}`);
+      matrix(canvas, { n: p.length, m: p[0].length, value: (i, j) => p[i][j] / top, hue: 280,
+        rows: count(p.length), cols: count(p[0].length), rowTitle: "token", colTitle: "expert (router probability)",
+        tip: (i, j) => `token ${i}, expert ${j}: p = ${p[i][j]}${r.routing.chosen[i].includes(j) ? " (chosen)" : ""}` });
     },
 
     "moe-load"(canvas) {
       const r = dataFor(canvas), load = r.stats.tokens_per_expert;
       new Chart(canvas, { type: "bar",
         data: { labels: load.map((_, i) => `expert ${i}`), datasets: [{ data: load, backgroundColor: PALETTE[3] }] },
-        options: base({ plugins: { legend: { display: false } }, scales: { y: axis("tokens routed") } }) });
+        options: base({ plugins: { legend: { display: false } }, scales: { x: axis("expert"), y: axis("tokens routed") } }) });
     },
 
     "quant-tradeoff"(canvas) {
@@ -146,7 +142,7 @@
         data: { labels: rows.map((x) => x.variant),
           datasets: [{ label: "smaller by (×)", data: rows.map((x) => x.size_ratio), backgroundColor: PALETTE[0] },
                      { label: "faster by (×)", data: rows.map((x) => x.speedup), backgroundColor: PALETTE[1] }] },
-        options: base({ scales: { y: axis("relative to fp32 (×)", { beginAtZero: true }) } }) });
+        options: base({ scales: { x: axis("variant"), y: axis("relative to fp32 (×)", { beginAtZero: true }) } }) });
     },
 
     "hist-pair"(canvas) {
@@ -156,14 +152,15 @@
         data: { datasets: [
           { type: "bar", label: "after", data: centres(r.after).map((x, i) => ({ x, y: r.after.counts[i] })), backgroundColor: PALETTE[1], barPercentage: 1, categoryPercentage: 1 },
           { type: "line", label: "before", data: centres(r.before).map((x, i) => ({ x, y: r.before.counts[i] })), borderColor: PALETTE[0], pointRadius: 0 }] },
-        options: base({ parsing: false, scales: { x: axis("weight", { type: "linear" }), y: axis("count", { type: "logarithmic" }) } }) });
+        options: base({ parsing: false, scales: { x: axis("weight", { type: "linear" }), y: logAxis("weights in the bin (log scale)") } }) });
     },
 
     hist(canvas) {
       const r = dataFor(canvas), h = r[canvas.dataset.key];
       new Chart(canvas, { type: "bar",
         data: { labels: h.edges.slice(0, -1).map((e) => e.toPrecision(2)), datasets: [{ data: h.counts, backgroundColor: PALETTE[2] }] },
-        options: base({ plugins: { legend: { display: false } }, scales: { y: axis("count") } }) });
+        options: base({ plugins: { legend: { display: false } },
+          scales: { x: axis(canvas.dataset.key === "scales" ? "scale (bin start)" : "error per weight (bin start)"), y: axis("count") } }) });
     },
   });
 
@@ -174,6 +171,6 @@
       data: { datasets: methods.map((m, i) => ({ label: m === "sdpa" ? "PyTorch SDPA" : m,
         data: r.rows.filter((x) => x.method === m).map((x) => ({ x: x.seq_len, y: x[key] })),
         borderColor: PALETTE[i], backgroundColor: PALETTE[i] })) },
-      options: base({ parsing: false, scales: { x: axis("sequence length", { type: "logarithmic" }), y: axis(label, { type: "logarithmic" }) } }) });
+      options: base({ parsing: false, scales: { x: axis("sequence length (tokens, log scale)", { type: "logarithmic", ticks: window.FP.logTicks }), y: logAxis(`${label} (log scale)`) } }) });
   }
 })();
