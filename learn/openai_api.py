@@ -21,16 +21,23 @@ import time
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from learn import events, owners, ratelimit, services
 from learn.models import ApiKey, Run
+from learn.openai_requests import (
+    MODELS,
+    ApiError,
+    ChatFields,
+    EmbeddingFields,
+    read_body,
+    validated,
+)
 from learn.playgrounds import PLAYGROUNDS, PlaygroundParams
 from learn.playgrounds.serving import (
     CHAT_MODEL,
@@ -41,39 +48,9 @@ from learn.playgrounds.serving import (
 
 log = logging.getLogger(__name__)
 
-MODELS = {CHAT_MODEL: "chat-completion", EMBED_MODEL: "embeddings"}  # id -> playground
 CREATED = 1_735_689_600  # 2025-01-01, the `created` /v1/models reports
 WAIT_SECONDS = 180.0  # from the request to the run's end, queue wait included
 IDLE_SECONDS = 5.0  # a stream's keep-alive interval (and how often the deadline is checked)
-M = TypeVar("M", bound=BaseModel)
-
-
-class ApiError(Exception):
-    """An answer in OpenAI's error format, with a message a person can act on."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.type, self.param, self.code = status, type, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        fields = {"message": str(self), "type": self.type, "param": self.param}
-        return {"error": {**fields, "code": self.code}}
-
-    def response(self) -> JsonResponse:
-        response = JsonResponse(self.body(), status=self.status)
-        for name, value in self.headers.items():
-            response[name] = value
-        return response
 
 
 def _authorized(request: HttpRequest) -> ApiKey:
@@ -134,84 +111,6 @@ def endpoint(method: str | None) -> Callable[[View], View]:
         return csrf_exempt(inner)
 
     return wrap
-
-
-# ------------------------------------------------------------------- request bodies
-
-
-class _Fields(BaseModel):
-    """The request fields the web side handles itself (the rest go to the run)."""
-
-    model_config = ConfigDict(extra="ignore")
-    model: str
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    include_usage: bool = False
-
-
-class ChatFields(_Fields):
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: Literal[1] = 1
-    user: str | None = None
-
-
-class EmbeddingFields(_Fields):
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Literal[384] | None = None  # MiniLM's vectors cannot be shortened here
-    user: str | None = None
-
-
-def _param(loc: tuple[Any, ...]) -> str:
-    """pydantic's ("messages", 0, "content") as OpenAI's "messages[0].content"."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
-
-
-def _validated(schema: type[M], body: dict[str, Any]) -> M:
-    try:
-        return schema.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _param(first["loc"])
-        if first["type"] == "extra_forbidden":
-            message = f"Unrecognized request argument supplied: {param}"
-            raise ApiError(400, message, param=param) from None
-        messages = "; ".join(
-            f"{_param(e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ApiError(400, f"Invalid request: {messages}.", param=param or None) from None
-
-
-def _body(request: HttpRequest, fields: type[M], kind: str) -> tuple[M, dict[str, Any]]:
-    """The JSON body split in two: the web side's fields, and the run's parameters."""
-    try:
-        body = json.loads(request.body or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"The body is not valid JSON ({exc}); send a JSON object.") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The body must be a JSON object.")
-    if "max_completion_tokens" in body and "max_tokens" not in body:
-        body["max_tokens"] = body.pop("max_completion_tokens")
-    if not isinstance(body.get("model"), str):
-        raise ApiError(400, f"Say which model to use: 'model': '{kind}'.", param="model")
-    found = MODELS.get(body["model"])
-    if found is None:
-        raise ApiError(
-            404,
-            f"The model '{body['model']}' does not exist; GET /v1/models lists those served here.",
-            param="model",
-            code="model_not_found",
-        )
-    if found != MODELS[kind]:
-        raise ApiError(400, f"'{body['model']}' cannot serve this endpoint; use '{kind}'.")
-    head = _validated(fields, body)
-    return head, {k: v for k, v in body.items() if k not in fields.model_fields}
 
 
 # ------------------------------------------------------------------- runs and their events
@@ -349,10 +248,10 @@ def _model(name: str) -> dict[str, Any]:
 
 @endpoint("POST")
 async def chat_completions(request: HttpRequest, key: ApiKey) -> HttpResponse:
-    head, rest = _body(request, ChatFields, CHAT_MODEL)
+    head, rest = read_body(request, ChatFields, CHAT_MODEL)
     if head.stream_options is not None and not head.stream:
         raise ApiError(400, "stream_options is only allowed with stream: true.", param="stream")
-    params = _validated(ChatCompletionParams, rest)
+    params = validated(ChatCompletionParams, rest)
     deadline = time.monotonic() + WAIT_SECONDS
     run_id = await _start("chat-completion", params, key)
     relay = _follow(run_id, deadline)
@@ -395,8 +294,8 @@ def _encoded(vector: list[float], encoding: str) -> list[float] | str:
 
 @endpoint("POST")
 async def embeddings(request: HttpRequest, key: ApiKey) -> HttpResponse:
-    head, rest = _body(request, EmbeddingFields, EMBED_MODEL)
-    params = _validated(EmbeddingsParams, rest)
+    head, rest = read_body(request, EmbeddingFields, EMBED_MODEL)
+    params = validated(EmbeddingsParams, rest)
     run_id = await _start("embeddings", params, key)
     relay = _follow(run_id, time.monotonic() + WAIT_SECONDS)
     result: dict[str, Any] = {}
