@@ -43,7 +43,7 @@ def test_the_index_lab_measures_every_index_and_streams_points(api: httpx.Client
     ("params", "says"),
     [
         ({"n": 200_001}, "less than or equal to 200000"),
-        ({"n": 50_000, "indexes": ["hnsw"]}, "teaching implementation"),
+        ({"n": 60_000, "indexes": ["kdtree"]}, "teaching implementation"),
         ({"n": 200_000, "d": 1_024, "indexes": ["faiss_flat"]}, "over the limit"),
         ({"d": 30, "indexes": ["pq"], "pq_m": 8}, "must divide"),
         ({"n": 1_000, "nlist": 500, "indexes": ["ivf_flat"]}, "too many cells"),

@@ -138,3 +138,6 @@ def _share_cores(**_: Any) -> None:
         metrics.report_device(_worker["name"], modelcache.device())
     if os.environ.get("FP_PRELOAD_MODELS", "1") == "1":
         modelcache.encoder()  # the first job should not wait for the model to load
+        from learn.lab.vindex.warm import warm
+
+        warm()  # numba's compiled indexes: from the disk cache, or compiled once per machine

@@ -99,7 +99,7 @@ DEFAULT_INDEXES = ("flat", "hnsw", "hnswlib", "ivf_flat", "faiss_ivf_flat")  # t
 SEEDED_KINDS = frozenset({"hnsw", "ivf_flat", "ivf_pq"})  # ours, with a random seed
 # Our from-scratch indexes are written to be read; past these sizes they are too slow.
 SCRATCH_LIMITS: dict[str, int] = {
-    "hnsw": 20_000,
+    "hnsw": 200_000,
     "kdtree": 50_000,
     "ivf_pq": 100_000,
     "pq": 100_000,

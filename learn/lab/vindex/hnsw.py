@@ -18,8 +18,9 @@ Hierarchical Navigable Small World graphs" (2016); the same choices as hnswlib.
   clusters. A neighbour whose list overflows is pruned with the same rule.
 
 Distances are squared L2 (``metric="cosine"`` normalises and reports ``1 - cos``).
-Each expansion computes the distances to all unvisited neighbours of a node in one
-numpy call; the heap bookkeeping stays plain Python so the algorithm reads as written.
+The graph lives in flat numpy arrays (:class:`Graph`) and the functions that walk it
+are compiled with numba (``@njit``): plain loops and ``heapq``, read as written, run at
+C speed. The class around them only validates, draws levels and reports progress.
 """
 
 from __future__ import annotations
@@ -27,21 +28,17 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
+from numba.typed import List
 
 from learn.lab.events import Emit
-from learn.lab.vindex.base import (
-    BaseIndex,
-    check_k,
-    check_metric,
-    no_hits,
-    pairwise_sq_l2,
-    prepare,
-    sq_l2,
-    sq_l2_rows,
-)
+from learn.lab.vindex.base import BaseIndex, check_k, check_metric, no_hits, prepare
+from learn.lab.vindex.compiled import FAST, sq_dist
+
+ENTRY, MAX_LEVEL, TAG = 0, 1, 2  # the fields of Graph.state
 
 
 @dataclass
@@ -75,32 +72,212 @@ class HNSWTrace:
         return asdict(self)
 
 
-def select_neighbours(ids: np.ndarray, dists: np.ndarray, x: np.ndarray, m: int) -> np.ndarray:
+class Graph(NamedTuple):
+    """The whole index as arrays (what compiled code can read and write).
+
+    Node ``i`` has links on layers ``0..levels[i]``. Layer 0 links are row ``i`` of
+    ``links0``; layer ``l ≥ 1`` links are row ``upper_row[i] + l - 1`` of ``links_up``.
+    Rows are padded with -1 after their ``degree``.
+    """
+
+    x: np.ndarray  # (n, d) float32 the vectors
+    levels: np.ndarray  # (n,) int32 top layer of each node
+    links0: np.ndarray  # (n, 2M) int32 layer-0 links
+    degree0: np.ndarray  # (n,) int32 links used in each links0 row
+    upper_row: np.ndarray  # (n,) int64 first links_up row of a node, -1 for level 0
+    links_up: np.ndarray  # (rows, M) int32 links on layers ≥ 1
+    degree_up: np.ndarray  # (rows,) int32
+    visited: np.ndarray  # (n,) int64 visit tag per node: visited in this search iff == tag
+    state: np.ndarray  # (3,) int64 entry point, max level, last visit tag
+
+
+@njit(cache=True, inline="always")
+def neighbours(g: Graph, node: int, layer: int) -> np.ndarray:
+    """Links of ``node`` on ``layer`` (≤ M or 2M,) int32."""
+    if layer == 0:
+        return g.links0[node, : g.degree0[node]]
+    row = g.upper_row[node] + layer - 1
+    return g.links_up[row, : g.degree_up[row]]
+
+
+@njit(cache=True)
+def set_links(g: Graph, node: int, layer: int, links: np.ndarray) -> None:
+    if layer == 0:
+        g.links0[node, : len(links)] = links
+        g.degree0[node] = len(links)
+    else:
+        row = g.upper_row[node] + layer - 1
+        g.links_up[row, : len(links)] = links
+        g.degree_up[row] = len(links)
+
+
+@njit(cache=True, inline="always")
+def new_tag(g: Graph) -> int:
+    """A fresh visit mark: cheaper than clearing a boolean array for every search."""
+    g.state[TAG] += 1
+    return g.state[TAG]
+
+
+@njit(cache=True, fastmath=FAST)
+def search_layer(g: Graph, q: np.ndarray, entry: Any, ef: int, layer: int) -> Any:
+    """Beam search on one layer (paper, algorithm 2).
+
+    ``entry``: list of ``(distance, node)`` starting points. Returns the ``ef`` nearest
+    nodes found as ``(distance, node)``, nearest first; the number of distances computed;
+    and the hops: ``(node, distance)`` each time a nearer node turned up, entry first.
+    """
+    tag = new_tag(g)
+    for _, node in entry:
+        g.visited[node] = tag
+    candidates = [(d, node) for d, node in entry]  # min-heap: nodes still to expand
+    heapq.heapify(candidates)
+    found = [(-d, node) for d, node in entry]  # max-heap (negated): the ef best so far
+    heapq.heapify(found)
+    while len(found) > ef:
+        heapq.heappop(found)
+    best_d, best = min(entry)
+    hops = [(best, best_d)]
+    computed = 0
+    while len(candidates) > 0:
+        dist, node = heapq.heappop(candidates)
+        if dist > -found[0][0]:
+            break  # nearest unexpanded is worse than the worst kept: done
+        for nb in neighbours(g, node, layer):
+            if g.visited[nb] == tag:
+                continue
+            g.visited[nb] = tag
+            d = sq_dist(q, g.x[nb])
+            computed += 1
+            if len(found) < ef or d < -found[0][0]:  # beats the worst kept: keep, expand later
+                heapq.heappush(candidates, (d, np.int64(nb)))
+                heapq.heappush(found, (-d, np.int64(nb)))
+                if len(found) > ef:
+                    heapq.heappop(found)
+                if d < best_d:
+                    best_d, best = d, np.int64(nb)
+                    hops.append((best, best_d))
+    nearest = [(-d, node) for d, node in found]
+    nearest.sort()
+    return nearest, computed, hops
+
+
+@njit(cache=True, fastmath=FAST)
+def start(g: Graph, q: np.ndarray) -> Any:
+    """The entry point as a one-element ``[(distance, node)]`` list."""
+    entry = g.state[ENTRY]
+    return [(sq_dist(q, g.x[entry]), entry)]
+
+
+@njit(cache=True)
+def descend(g: Graph, q: np.ndarray, to_layer: int) -> Any:
+    """Greedy walk (beam 1) from the entry point down to ``to_layer`` + 1.
+    Returns the nearest node found as a one-element entry list for ``to_layer``."""
+    ep = start(g, q)
+    for layer in range(g.state[MAX_LEVEL], to_layer, -1):
+        ep, _, _ = search_layer(g, q, ep, 1, layer)
+    return ep
+
+
+@njit(cache=True)
+def search_one(g: Graph, q: np.ndarray, k: int, ef: int) -> Any:
+    """The ``k`` nearest ``(distance, node)`` of ``q`` (d,): descend, then beam ``ef``."""
+    found, _, _ = search_layer(g, q, descend(g, q, 0), max(ef, k), 0)
+    return found[:k]
+
+
+@njit(cache=True)
+def search_many(g: Graph, qs: np.ndarray, k: int, ef: int, out_d: Any, out_i: Any) -> None:
+    """:func:`search_one` for each query (q, d), written into ``out_d``/``out_i`` (q, k)."""
+    for i in range(len(qs)):
+        for j, (d, node) in enumerate(search_one(g, qs[i], k, ef)):
+            out_d[i, j], out_i[i, j] = d, node
+
+
+@njit(cache=True, fastmath=FAST)
+def select_neighbours(g: Graph, candidates: Any, m: int) -> np.ndarray:
     """The neighbour-selection heuristic (HNSW paper, algorithm 4; hnswlib's version).
 
-    ``ids`` (c,) are candidates sorted by ``dists`` (c,), their distance to the base point.
-    Walk them nearest first and keep one unless a kept neighbour is closer to it than
-    the base point is; stop at ``m``. Returns the kept ids (≤ m,), nearest first.
+    ``candidates``: ``(distance to the base point, node)`` nearest first. Walk them and
+    keep one unless a kept neighbour is closer to it than the base point is; stop at ``m``.
+    Returns the kept nodes (≤ m,) int32, nearest first.
     """
-    if len(ids) <= m:
-        return ids
-    vecs = x[ids]  # (c, d)
-    between = pairwise_sq_l2(vecs, vecs)  # (c, c) candidate-to-candidate
-    # shadows[a, s]: candidate s is closer to candidate a than the base point is
-    shadows = between < dists[:, None]
-    blocked = np.zeros(len(ids), dtype=bool)
-    kept: list[int] = []
-    a = 0
-    while True:
-        kept.append(a)
-        if len(kept) == m:
+    kept = np.empty(min(len(candidates), m), dtype=np.int32)
+    n_kept = 0
+    for d, c in candidates:
+        if n_kept == len(kept):
             break
-        blocked |= shadows[:, a]  # everyone that a shadows is out
-        rest = np.flatnonzero(~blocked[a + 1 :])
-        if len(rest) == 0:
-            break
-        a = a + 1 + int(rest[0])
-    return ids[kept]
+        if len(candidates) > m:  # with room for all, hnswlib keeps all
+            shadowed = False
+            for j in range(n_kept):
+                if sq_dist(g.x[c], g.x[kept[j]]) < d:  # a kept one is nearer to c than base
+                    shadowed = True
+                    break
+            if shadowed:
+                continue
+        kept[n_kept] = c
+        n_kept += 1
+    return kept[:n_kept]
+
+
+@njit(cache=True, fastmath=FAST)
+def add_link(g: Graph, node: int, new: int, layer: int, cap: int) -> None:
+    """Link ``node`` -> ``new``; if that overflows ``cap``, keep the heuristic's choice."""
+    links = neighbours(g, node, layer)
+    if len(links) < cap:
+        grown = np.empty(len(links) + 1, dtype=np.int32)
+        grown[:-1], grown[-1] = links, new
+        set_links(g, node, layer, grown)
+        return
+    cand = [(sq_dist(g.x[node], g.x[other]), np.int64(other)) for other in links]
+    cand.append((sq_dist(g.x[node], g.x[new]), np.int64(new)))
+    cand.sort()
+    set_links(g, node, layer, select_neighbours(g, cand, cap))
+
+
+@njit(cache=True)
+def insert(g: Graph, node: int, m: int, ef_construction: int) -> None:
+    """Add ``node`` (its vector is already ``g.x[node]``) to the graph (paper, algorithm 1)."""
+    level = g.levels[node]
+    if g.state[ENTRY] < 0:  # the first node is the whole graph
+        g.state[ENTRY], g.state[MAX_LEVEL] = node, level
+        return
+    q = g.x[node]
+    ep = descend(g, q, level)
+    for layer in range(min(level, g.state[MAX_LEVEL]), -1, -1):
+        found, _, _ = search_layer(g, q, ep, ef_construction, layer)
+        links = select_neighbours(g, found, m)
+        set_links(g, node, layer, links)
+        for other in links:
+            add_link(g, other, node, layer, 2 * m if layer == 0 else m)
+        ep = found  # every candidate found is an entry point for the layer below
+    if level > g.state[MAX_LEVEL]:  # new top layers: alone there, and the new entry
+        g.state[ENTRY], g.state[MAX_LEVEL] = node, level
+
+
+@njit(cache=True)
+def insert_range(g: Graph, first: int, stop: int, m: int, ef_construction: int) -> None:
+    for node in range(first, stop):
+        insert(g, node, m, ef_construction)
+
+
+def empty_graph(x: np.ndarray, levels: np.ndarray, m: int) -> Graph:
+    """A graph of ``x`` (n, d) with no links yet; ``levels`` (n,) fixes the link rows."""
+    n = len(x)
+    upper_row = np.full(n, -1, dtype=np.int64)
+    above = levels > 0
+    upper_row[above] = np.concatenate([[0], np.cumsum(levels[above])[:-1]])
+    rows = int(levels.sum())
+    return Graph(
+        x=x,
+        levels=levels.astype(np.int32),
+        links0=np.full((n, 2 * m), -1, dtype=np.int32),
+        degree0=np.zeros(n, dtype=np.int32),
+        upper_row=upper_row,
+        links_up=np.full((rows, m), -1, dtype=np.int32),
+        degree_up=np.zeros(rows, dtype=np.int32),
+        visited=np.zeros(n, dtype=np.int64),
+        state=np.array([-1, -1, 0], dtype=np.int64),
+    )
 
 
 class HNSWIndex(BaseIndex):
@@ -124,212 +301,71 @@ class HNSWIndex(BaseIndex):
         self.ef_construction, self.ef_search, self.seed = ef_construction, ef_search, seed
         self.metric = check_metric(metric)
         self.level_mult = 1.0 / math.log(M)  # mL in the paper
-        self.x = np.empty((0, 0), dtype=np.float32)  # (n, d)
-        self.levels = np.empty(0, dtype=np.int8)  # (n,) top layer of each node
-        self.links0 = np.empty((0, self.M0), dtype=np.int32)  # (n, 2M) layer-0 links, -1 pad
-        self.degree0 = np.empty(0, dtype=np.int32)  # (n,) links used in each links0 row
-        self.upper: list[dict[int, np.ndarray]] = []  # upper[l - 1][node]: links on layer l
-        self.entry = -1
-        self.max_level = -1
-        self._visited = np.empty(0, dtype=np.int32)  # visit tag per node, see _new_tag
-        self._tag = 0
+        self.graph = empty_graph(np.empty((0, 0), np.float32), np.empty(0, np.int32), M)
 
-    # -- graph storage ----------------------------------------------------------------
+    @property
+    def entry(self) -> int:
+        return int(self.graph.state[ENTRY])
+
+    @property
+    def max_level(self) -> int:
+        return int(self.graph.state[MAX_LEVEL])
+
     def neighbours(self, node: int, layer: int) -> np.ndarray:
         """Links of ``node`` on ``layer`` (≤ M or 2M,) int32."""
-        if layer == 0:
-            return self.links0[node, : self.degree0[node]]
-        return self.upper[layer - 1][node]
+        return neighbours(self.graph, node, layer)
 
-    def _set_links(self, node: int, layer: int, links: np.ndarray) -> None:
-        if layer == 0:
-            self.links0[node, : len(links)] = links
-            self.degree0[node] = len(links)
-        else:
-            self.upper[layer - 1][node] = links.astype(np.int32)
-
-    def _new_tag(self) -> int:
-        """A fresh visit mark: node ``i`` is visited in this search iff visited[i] == tag.
-        Cheaper than clearing a boolean array for every search."""
-        self._tag += 1
-        if self._tag == np.iinfo(np.int32).max:
-            self._visited[:] = 0
-            self._tag = 1
-        return self._tag
-
-    # -- search -------------------------------------------------------------------------
-    def _search_layer(
-        self,
-        q: np.ndarray,
-        entry: list[tuple[float, int]],
-        ef: int,
-        layer: int,
-        hops: list[Hop] | None = None,
-    ) -> tuple[list[tuple[float, int]], int]:
-        """Beam search on one layer (paper, algorithm 2).
-
-        ``entry``: ``(distance, node)`` starting points. Returns the ``ef`` nearest nodes
-        found as ``(distance, node)``, nearest first, and the number of distances computed.
-        With ``hops``, appends a :class:`Hop` each time a nearer node turns up.
-        """
-        tag = self._new_tag()
-        for _, node in entry:
-            self._visited[node] = tag
-        candidates = list(entry)  # min-heap on distance: nodes still to expand
-        heapq.heapify(candidates)
-        found = [(-d, node) for d, node in entry]  # max-heap (negated): the ef best so far
-        heapq.heapify(found)
-        while len(found) > ef:
-            heapq.heappop(found)
-        best = min(entry)
-        computed = 0
-        while candidates:
-            dist, node = heapq.heappop(candidates)
-            if dist > -found[0][0]:
-                break  # nearest unexpanded is worse than the worst kept: done
-            nbrs = self.neighbours(node, layer)
-            nbrs = nbrs[self._visited.take(nbrs) != tag]  # (u,) unvisited neighbours
-            if len(nbrs) == 0:
-                continue
-            self._visited[nbrs] = tag
-            nd = sq_l2_rows(q, self.x, nbrs)  # (u,) all their distances in one go
-            computed += len(nbrs)
-            if len(found) >= ef:  # only those beating the current worst can enter
-                keep = nd < -found[0][0]
-                nbrs, nd = nbrs[keep], nd[keep]
-            for d_new, n_new in zip(nd.tolist(), nbrs.tolist(), strict=True):
-                if len(found) < ef:
-                    heapq.heappush(found, (-d_new, n_new))
-                elif d_new < -found[0][0]:
-                    heapq.heapreplace(found, (-d_new, n_new))
-                else:
-                    continue
-                heapq.heappush(candidates, (d_new, n_new))
-                if hops is not None and d_new < best[0]:
-                    best = (d_new, n_new)
-                    hops.append(Hop(n_new, d_new))
-        return sorted((-d, node) for d, node in found), computed
-
-    def _descend(
-        self, q: np.ndarray, to_layer: int, trace: list[LayerTrace] | None = None
-    ) -> list[tuple[float, int]]:
-        """Greedy walk (beam 1) from the entry point down to ``to_layer`` + 1.
-        Returns the nearest node found as a one-element entry list for ``to_layer``."""
-        ep = [(float(sq_l2(q, self.x[[self.entry]])[0]), self.entry)]
-        for layer in range(self.max_level, to_layer, -1):
-            hops = [Hop(ep[0][1], ep[0][0])] if trace is not None else None
-            ep, computed = self._search_layer(q, ep, 1, layer, hops)
-            if trace is not None and hops is not None:
-                trace.append(LayerTrace(layer, hops, computed))
-        return ep
-
-    def _search_one(
-        self, q: np.ndarray, k: int, ef: int, trace: list[LayerTrace] | None = None
-    ) -> list[tuple[float, int]]:
-        ep = self._descend(q, 0, trace)
-        hops = [Hop(ep[0][1], ep[0][0])] if trace is not None else None
-        found, computed = self._search_layer(q, ep, max(ef, k), 0, hops)
-        if trace is not None and hops is not None:
-            trace.append(LayerTrace(0, hops, computed))
-        return found[:k]
+    def _build(self, x: np.ndarray, emit: Emit) -> str:
+        """Insert the rows of ``x`` (n, d) one by one, compiled, reporting every 2 %."""
+        n = len(x)
+        rng = np.random.default_rng(self.seed)
+        # levels are drawn up front (same seed, same graph): -ln(U) * mL, U in (0, 1]
+        levels = np.floor(-np.log(1.0 - rng.random(n)) * self.level_mult).astype(np.int32)
+        self.graph = empty_graph(x, levels, self.M)
+        step = max(1, n // 50)
+        for first in range(0, n, step):
+            insert_range(self.graph, first, min(first + step, n), self.M, self.ef_construction)
+            if first + step < n:  # build reports the last one
+                done = first + step
+                emit("progress", pct=100.0 * done / n, message=f"hnsw: inserted {done}/{n}")
+        return f"inserted {n}/{n}"
 
     def _search(
         self, qs: np.ndarray, k: int, *, ef_search: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``k`` nearest for each query (q, d); beam ``ef_search`` (at least ``k``) on layer 0."""
         ef = self.ef_search if ef_search is None else int(ef_search)
+        if ef < 1:
+            raise ValueError(f"ef_search must be >= 1, got {ef}")
         out_d, out_i = no_hits(len(qs), k)
-        for i, q in enumerate(qs):
-            found = self._search_one(q, k, ef)
-            out_d[i, : len(found)] = [d for d, _ in found]
-            out_i[i, : len(found)] = [node for _, node in found]
+        search_many(self.graph, qs, k, ef, out_d, out_i)
         return out_d, out_i
 
     def trace(self, query: np.ndarray, k: int = 10, *, ef_search: int | None = None) -> HNSWTrace:
         """Search one query and record its hops on every layer (top layer first)."""
         self._check_built()
-        ef = self.ef_search if ef_search is None else int(ef_search)
+        ef = max(self.ef_search if ef_search is None else int(ef_search), check_k(k))
         q = prepare(query, self.metric, self.d, "query")[0]
+        scale = 0.5 if self.metric == "cosine" else 1.0  # report 1 - cos, as search does
         layers: list[LayerTrace] = []
-        found = self._search_one(q, check_k(k), ef, layers)
-        scale = 0.5 if self.metric == "cosine" else 1.0
-        for lt in layers:
-            for hop in lt.hops:
-                hop.distance *= scale
+        ep = List(start(self.graph, q))  # a typed list: compiled code takes no Python list
+        for layer in range(self.max_level, -1, -1):  # descend's walk, one layer at a time
+            found, computed, hops = search_layer(self.graph, q, ep, ef if layer == 0 else 1, layer)
+            layers.append(
+                LayerTrace(layer, [Hop(int(n), float(d) * scale) for n, d in hops], computed)
+            )
+            ep = List([found[0]])
         return HNSWTrace(
             entry=self.entry,
             max_level=self.max_level,
-            ef=max(ef, k),
+            ef=ef,
             layers=layers,
-            ids=[node for _, node in found],
-            distances=[d * scale for d, _ in found],
+            ids=[int(node) for _, node in list(found)[:k]],
+            distances=[float(d) * scale for d, _ in list(found)[:k]],
         )
 
-    # -- build --------------------------------------------------------------------------
-    def _build(self, x: np.ndarray, emit: Emit) -> str:
-        """Insert the rows of ``x`` (n, d) one by one (paper, algorithm 1)."""
-        n = len(x)
-        rng = np.random.default_rng(self.seed)
-        self.x = x
-        # levels are drawn up front (same seed, same graph): -ln(U) * mL, U in (0, 1]
-        self.levels = np.floor(-np.log(1.0 - rng.random(n)) * self.level_mult).astype(np.int8)
-        self.links0 = np.full((n, self.M0), -1, dtype=np.int32)
-        self.degree0 = np.zeros(n, dtype=np.int32)
-        self.upper = [{} for _ in range(int(self.levels.max(initial=0)))]
-        self._visited = np.zeros(n, dtype=np.int32)
-        self._tag = 0
-        self.entry, self.max_level = -1, -1
-        step = max(1, n // 50)
-        for i in range(n):
-            self._insert(i)
-            if (i + 1) % step == 0 and i + 1 < n:  # build reports the last one
-                emit("progress", pct=100.0 * (i + 1) / n, message=f"hnsw: inserted {i + 1}/{n}")
-        return f"inserted {n}/{n}"
-
-    def _insert(self, node: int) -> None:
-        level = int(self.levels[node])
-        if self.entry < 0:  # the first node is the whole graph
-            self.entry, self.max_level = node, level
-            for layer in range(1, level + 1):
-                self._set_links(node, layer, np.empty(0, dtype=np.int32))
-            return
-        q = self.x[node]
-        ep = self._descend(q, level)
-        for layer in range(min(level, self.max_level), -1, -1):
-            found, _ = self._search_layer(q, ep, self.ef_construction, layer)
-            ids = np.array([v for _, v in found], dtype=np.int32)
-            dists = np.array([d for d, _ in found], dtype=np.float32)
-            links = select_neighbours(ids, dists, self.x, self.M)
-            self._set_links(node, layer, links)
-            for other in links.tolist():
-                self._add_link(other, node, layer)
-            ep = found  # every candidate found is an entry point for the layer below
-        for layer in range(self.max_level + 1, level + 1):  # new top layers: alone there
-            self._set_links(node, layer, np.empty(0, dtype=np.int32))
-        if level > self.max_level:
-            self.entry, self.max_level = node, level
-
-    def _add_link(self, node: int, new: int, layer: int) -> None:
-        """Link ``node`` -> ``new``; if that overflows, keep the heuristic's choice."""
-        cap = self.M0 if layer == 0 else self.M
-        links = self.neighbours(node, layer)
-        if len(links) < cap:
-            if layer == 0:
-                self.links0[node, self.degree0[node]] = new
-                self.degree0[node] += 1
-            else:
-                self._set_links(node, layer, np.append(links, new))
-            return
-        cand = np.append(links, new).astype(np.int32)  # (cap + 1,)
-        dists = sq_l2(self.x[node], self.x[cand])
-        order = np.argsort(dists, kind="stable")
-        kept = select_neighbours(cand[order], dists[order], self.x, cap)
-        if layer == 0:
-            self.links0[node] = -1
-        self._set_links(node, layer, kept)
-
-    # -- size ---------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        upper = sum(4 * len(v) for layer in self.upper for v in layer.values())
-        return self.x.nbytes + self.links0.nbytes + self.degree0.nbytes + self.levels.nbytes + upper
+        g = self.graph
+        upper = 4 * int(g.degree_up.sum())
+        return g.x.nbytes + g.links0.nbytes + g.degree0.nbytes + g.levels.nbytes + upper

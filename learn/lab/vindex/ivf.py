@@ -9,6 +9,9 @@ exactly when it sits in a cell that was not probed: ``trace`` shows which.
 - :class:`IVFPQIndex` stores PQ codes of the *residual* ``x - centroid`` (the residuals
   of one cell are small and alike, so PQ codes them more precisely than raw vectors),
   and can re-rank its best candidates with exact distances if it keeps the vectors.
+
+The scans over the probed cells are compiled loops, in ``ivfscan.py``; k-means, the
+list layout and the trace stay here, in numpy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from learn.lab.vindex.base import (
     prepare,
     top_k,
 )
+from learn.lab.vindex.ivfscan import TERMS_LIMIT, rescore, scan_flat, scan_pq
 from learn.lab.vindex.kmeans import kmeans
 from learn.lab.vindex.pq import ProductQuantizer
 
@@ -109,22 +113,12 @@ class _IVF(BaseIndex):
         assert self.centroids is not None
         return top_k(pairwise_sq_l2(qs, self.centroids), min(nprobe, self.nlist))
 
-    def _positions(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """List positions covered by ``cells`` (p,), concatenated in probe order.
-
-        Returns ``(positions, owner)``, both (m,): ``owner[i]`` is the index in ``cells``
-        of the cell that position ``i`` belongs to.
-        """
-        starts, ends = self.offsets[cells], self.offsets[cells + 1]  # (p,)
-        ranges = [np.arange(s, e) for s, e in zip(starts, ends, strict=True)]
-        positions = np.concatenate(ranges) if ranges else np.empty(0, dtype=np.int64)
-        owner = np.repeat(np.arange(len(cells)), ends - starts)  # (m,)
-        return positions, owner
-
     def _scan(
-        self, q: np.ndarray, cells: np.ndarray, k: int, **params: Any
+        self, qs: np.ndarray, cells: np.ndarray, coarse: np.ndarray, k: int, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Distances (m,) and list positions (m,) of the best candidates in ``cells``."""
+        """Scan the lists of ``cells`` (q, nprobe) for each query (q, d), ``coarse`` (q,
+        nprobe) being |q - centroid|² of those cells: the ``k`` best ``(distances, list
+        positions)``, both (q, k), nearest first, +inf / -1 padded."""
         raise NotImplementedError
 
     def _search(
@@ -134,14 +128,9 @@ class _IVF(BaseIndex):
         nprobe = self.nprobe if nprobe is None else int(nprobe)
         if nprobe < 1:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-        _, cells = self._probe(qs, nprobe)  # (q, nprobe)
-        out_d, out_i = no_hits(len(qs), k)
-        for i, q in enumerate(qs):
-            dist, pos = self._scan(q, cells[i], k, **params)
-            best_d, cols = top_k(dist[None, :], k)  # (1, k)
-            ok = cols[0] >= 0
-            out_d[i] = best_d[0]
-            out_i[i, ok] = self.list_ids[pos[cols[0, ok]]]
+        coarse, cells = self._probe(qs, nprobe)  # (q, nprobe) each
+        out_d, pos = self._scan(qs, cells, coarse, k, **params)  # (q, k) each
+        out_i = np.where(pos >= 0, self.list_ids[np.maximum(pos, 0)], -1)  # rows of x
         return out_d, out_i
 
     def cell_of(self) -> np.ndarray:
@@ -216,25 +205,25 @@ class IVFFlatIndex(_IVF):
     """IVF with the full float32 vectors in the lists: exact inside the probed cells."""
 
     name = "ivf_flat"
-    norms = np.empty(0, dtype=np.float32)  # (n,) squared norms of the vectors, list order
 
     def _build(self, x: np.ndarray, emit: Emit) -> str:
         self._train_lists(x, emit)
         self.vectors = x[self.list_ids]
-        self.norms = np.einsum("nd,nd->n", self.vectors, self.vectors)
         return f"{len(x)} vectors in {self.nlist} lists"
 
-    def _scan(self, q: np.ndarray, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _scan(
+        self, qs: np.ndarray, cells: np.ndarray, coarse: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert self.vectors is not None
-        pos, _ = self._positions(cells)  # (m,)
-        dist = self.norms[pos] - 2.0 * (self.vectors[pos] @ q) + q @ q  # (m,) |x - q|²
-        return np.maximum(dist, 0.0), pos
+        out_d, out_p = no_hits(len(qs), k)
+        scan_flat(qs, cells, self.offsets, self.vectors, out_d, out_p)
+        return out_d, out_p
 
     @property
     def nbytes(self) -> int:
         centroids = 0 if self.centroids is None else self.centroids.nbytes
         vectors = 0 if self.vectors is None else self.vectors.nbytes
-        return vectors + self.norms.nbytes + self.list_ids.nbytes + centroids
+        return vectors + self.list_ids.nbytes + centroids
 
 
 class IVFPQIndex(_IVF):
@@ -262,6 +251,7 @@ class IVFPQIndex(_IVF):
         self.rerank = rerank
         self.keep_vectors = keep_vectors
         self.codes = np.empty((0, m), dtype=np.uint8)  # (n, m) in list order
+        self.cell_terms = np.empty((0, m, 2**nbits), dtype=np.float32)  # see _cell_terms
 
     def _build(self, x: np.ndarray, emit: Emit) -> str:
         cells = self._train_lists(x, emit)
@@ -270,35 +260,67 @@ class IVFPQIndex(_IVF):
         self.pq.train(residuals, emit=scaled_emit(emit, 60, 95))
         self.codes = self.pq.encode(residuals[self.list_ids])
         self.vectors = x[self.list_ids] if self.keep_vectors else None
+        self.cell_terms = self._cell_terms()
         return f"{len(x)} codes in {self.nlist} lists"
 
+    def _cell_terms(self) -> np.ndarray:
+        """FAISS's precomputed table: ``T1[c, j, r] = |C_j[r]|² + 2 <c_j, C_j[r]>`` (nlist,
+        m, ksub), the part of ``|q - c - C_j[r]|²`` that does not depend on the query.
+
+        Then ``|q - c - r|² = |q - c|² + T1[c] - 2 <q, r>``: a query needs one table of
+        ``-2 <q_j, C_j[r]>`` (m, ksub), not one per probed cell. Empty (0, m, ksub) when
+        it would take more than ``TERMS_LIMIT`` bytes; the scan then computes each
+        cell's table directly.
+        """
+        assert self.centroids is not None and self.pq.codebooks is not None
+        books = self.pq.codebooks  # (m, ksub, dsub)
+        if self.nlist * books.shape[0] * books.shape[1] * 4 > TERMS_LIMIT:
+            return np.empty((0, *books.shape[:2]), dtype=np.float32)
+        cents = self.centroids.reshape(self.nlist, self.pq.m, self.pq.dsub)  # (nlist, m, dsub)
+        norms = np.einsum("jrs,jrs->jr", books, books)  # (m, ksub)
+        return (norms[None] + 2 * np.einsum("cjs,jrs->cjr", cents, books)).astype(np.float32)
+
     def _scan(
-        self, q: np.ndarray, cells: np.ndarray, k: int, *, rerank: int | None = None
+        self,
+        qs: np.ndarray,
+        cells: np.ndarray,
+        coarse: np.ndarray,
+        k: int,
+        *,
+        rerank: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """ADC against the residual codes of the probed cells; optionally re-rank exactly.
 
         ``rerank`` (default: the constructor's): how many ADC candidates to re-score with
         exact distances, 0 for none; needs ``keep_vectors=True``.
         """
-        assert self.centroids is not None
+        assert self.centroids is not None and self.pq.codebooks is not None
         rerank = self.rerank if rerank is None else int(rerank)
-        pos, owner = self._positions(cells)  # (m,) each
-        if len(pos) == 0:
-            return np.empty(0, dtype=np.float32), pos
-        # one table per probed cell, for the query's residual from that centroid
-        tables = self.pq.distance_tables(q[None, :] - self.centroids[cells])  # (p, M, ksub)
-        codes = self.codes[pos]  # (m, M)
-        dist = np.zeros(len(pos), dtype=np.float32)
-        for j in range(self.pq.m):
-            dist += tables[owner, j, codes[:, j]]
-        if rerank <= 0:
-            return dist, pos
-        if self.vectors is None:
+        if rerank > 0 and self.vectors is None:
             raise ValueError("rerank needs an index built with keep_vectors=True")
-        _, cand = top_k(dist[None, :], min(max(rerank, k), len(pos)))
-        pos = pos[cand[0]]
-        diff = self.vectors[pos] - q
-        return np.einsum("md,md->m", diff, diff), pos
+        books = self.pq.codebooks  # (m, ksub, dsub)
+        books_t = np.ascontiguousarray(books.transpose(0, 2, 1))  # (m, dsub, ksub)
+        r = max(rerank, k)
+        out_d, out_p = no_hits(len(qs), r)
+        scan_pq(
+            qs,
+            cells,
+            coarse,
+            self.offsets,
+            self.codes,
+            self.cell_terms,
+            self.centroids,
+            books,
+            books_t,
+            out_d,
+            out_p,
+        )
+        if rerank <= 0:
+            return out_d, out_p
+        assert self.vectors is not None
+        best_d, best_p = no_hits(len(qs), k)
+        rescore(qs, out_p, self.vectors, best_d, best_p)
+        return best_d, best_p
 
     @property
     def nbytes(self) -> int:

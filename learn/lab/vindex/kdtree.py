@@ -10,18 +10,22 @@ In 2-3 dimensions that prunes almost everything. In 64 dimensions the ``k``-th b
 distance is about as large as the distance to everything else, so the far side is
 almost never ruled out and the "tree search" compares the query with nearly every
 point: :class:`KDStats` counts it.
+
+The search (:func:`search_one`) is compiled with numba over the tree's arrays
+(:class:`Tree`); the build stays numpy.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 from learn.lab.events import Emit
 from learn.lab.vindex.base import BaseIndex, check_metric, no_hits
+from learn.lab.vindex.compiled import keep_best, sort_best
 
 
 @dataclass
@@ -34,6 +38,49 @@ class KDStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Tree(NamedTuple):
+    """The tree as arrays (one entry per node; a leaf has ``dim == -1``)."""
+
+    x: np.ndarray  # (n, d) float32 points, reordered so each leaf owns rows start:end
+    dim: np.ndarray  # (nodes,) int64 splitting coordinate
+    split: np.ndarray  # (nodes,) float64 splitting value
+    left: np.ndarray  # (nodes,) int64 child with coordinates <= split
+    right: np.ndarray  # (nodes,) int64 child with coordinates >= split
+    start: np.ndarray  # (nodes,) int64 first row under the node
+    end: np.ndarray  # (nodes,) int64 one past the last row
+
+
+@njit(cache=True)
+def search_one(tree: Tree, q: np.ndarray, heap_d: np.ndarray, heap_p: np.ndarray) -> Any:
+    """Exact nearest rows of ``q`` (d,) float64 into the k-best heap ``heap_d``/``heap_p``
+    (k,). Returns (nodes visited, distances computed)."""
+    stack = [(0.0, 0)]  # (lower bound on the distance to anything under node, node)
+    visited = computed = 0
+    while len(stack) > 0:
+        bound, node = stack.pop()
+        if bound >= heap_d[0]:
+            continue  # everything under this node is at least `bound` away: prune
+        visited += 1
+        dim = tree.dim[node]
+        if dim < 0:  # leaf: compare with each of its points
+            for row in range(tree.start[node], tree.end[node]):
+                d = 0.0  # float64: exact enough to match brute force
+                for j in range(len(q)):
+                    t = tree.x[row, j] - q[j]
+                    d += t * t
+                if d < heap_d[0]:
+                    keep_best(heap_d, heap_p, d, row)
+            computed += tree.end[node] - tree.start[node]
+            continue
+        gap = q[dim] - tree.split[node]
+        near, far = (
+            (tree.left[node], tree.right[node]) if gap < 0 else (tree.right[node], tree.left[node])
+        )
+        stack.append((max(bound, gap * gap), far))  # pushed first, popped last
+        stack.append((bound, near))
+    return visited, computed
 
 
 class KDTreeIndex(BaseIndex):
@@ -90,48 +137,32 @@ class KDTreeIndex(BaseIndex):
         self.end.append(end)
         return len(self.dim) - 1
 
-    def _search_one(self, q: np.ndarray, k: int) -> tuple[list[tuple[float, int]], int, int]:
-        """Exact ``k`` nearest of ``q`` (d,) float64 -> ((dist, row) nearest first, nodes
-        visited, distances computed)."""
-        best: list[tuple[float, int]] = []  # max-heap (negated distance) of the k best
-        stack: list[tuple[float, int]] = [(0.0, 0)]  # (lower bound on distance, node)
-        visited = computed = 0
-        while stack:
-            bound, node = stack.pop()
-            if len(best) == k and bound >= -best[0][0]:
-                continue  # everything under this node is at least `bound` away: prune
-            visited += 1
-            dim = self.dim[node]
-            if dim < 0:  # leaf: compare with each of its points
-                lo, hi = self.start[node], self.end[node]
-                diff = self.x[lo:hi] - q  # float64: exact enough to match brute force
-                dists = np.einsum("md,md->m", diff, diff)
-                computed += hi - lo
-                for dd, row in zip(dists.tolist(), range(lo, hi), strict=True):
-                    if len(best) < k:
-                        heapq.heappush(best, (-dd, row))
-                    elif dd < -best[0][0]:
-                        heapq.heapreplace(best, (-dd, row))
-                continue
-            gap = float(q[dim]) - self.split[node]
-            near, far = (
-                (self.left[node], self.right[node])
-                if gap < 0
-                else (self.right[node], self.left[node])
-            )
-            stack.append((max(bound, gap * gap), far))  # pushed first, popped last
-            stack.append((bound, near))
-        return sorted((-nd, row) for nd, row in best), visited, computed
+    def tree(self) -> Tree:
+        """The nodes as arrays, for the compiled search."""
+        return Tree(
+            self.x,
+            np.asarray(self.dim, dtype=np.int64),
+            np.asarray(self.split, dtype=np.float64),
+            np.asarray(self.left, dtype=np.int64),
+            np.asarray(self.right, dtype=np.int64),
+            np.asarray(self.start, dtype=np.int64),
+            np.asarray(self.end, dtype=np.int64),
+        )
 
     def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k`` nearest for each query (q, d); sets :attr:`last_stats`."""
         out_d, out_i = no_hits(len(qs), k)
+        heap_d, heap_p = np.full(k, np.inf), np.full(k, -1, dtype=np.int64)  # (k,) each
+        tree = self.tree()
         visited = computed = 0
         for i, q in enumerate(qs.astype(np.float64)):
-            found, v, c = self._search_one(q, k)
+            heap_d[:], heap_p[:] = np.inf, -1
+            v, c = search_one(tree, q, heap_d, heap_p)
             visited, computed = visited + v, computed + c
-            out_d[i, : len(found)] = [d for d, _ in found]
-            out_i[i, : len(found)] = self.ids[[row for _, row in found]]
+            sort_best(heap_d, heap_p)
+            ok = heap_p >= 0
+            out_d[i, ok] = heap_d[ok]
+            out_i[i, ok] = self.ids[heap_p[ok]]
         m = max(len(qs), 1)
         self.last_stats = KDStats(visited / m, computed / m, computed / m / len(self.ids))
         return out_d, out_i

@@ -51,22 +51,59 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return centers
 
 
+def cluster_sums(x: np.ndarray, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sum of the rows of ``x`` (n, d) in each cluster -> (k, d) float64 (zeros where
+    empty). Rows sorted by cluster, then one ``reduceat`` over each cluster's run: the
+    same as ``np.add.at(sums, ids, x)``, ten times faster."""
+    order = np.argsort(ids, kind="stable")  # (n,) rows grouped by cluster
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # (k,) first row of each run
+    sums = np.zeros((len(counts), x.shape[1]), dtype=np.float64)
+    nonempty = counts > 0
+    if nonempty.any():
+        sums[nonempty] = np.add.reduceat(x[order].astype(np.float64), starts[nonempty], axis=0)
+    return sums
+
+
+def split_empty(centroids: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> int:
+    """FAISS's fix for empty clusters: each empty one takes half of a big cluster.
+
+    A donor is drawn with probability ∝ (size - 1); the empty centroid becomes a copy of
+    it, and the two are nudged apart by ±1/1024 of each coordinate (opposite signs), so
+    the next assignment splits the donor's points between them. ``centroids`` (k, d) and
+    ``counts`` (k,) are updated in place. Returns how many clusters were split.
+    """
+    eps = 1.0 / 1024
+    k = len(counts)
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, eps, -eps)  # (d,) +, -, +, ...
+    split = 0
+    for c in np.flatnonzero(counts == 0):
+        weights = np.maximum(counts - 1, 0).astype(np.float64)  # (k,)
+        donor = int(rng.choice(k, p=weights / weights.sum()))
+        centroids[c] = centroids[donor] * (1 + sign)
+        centroids[donor] = centroids[donor] * (1 - sign)
+        counts[c] = counts[donor] // 2
+        counts[donor] -= counts[c]
+        split += 1
+    return split
+
+
 def kmeans(
     x: np.ndarray,
     k: int,
     *,
-    iters: int = 20,
+    iters: int = 25,
     seed: int = 0,
     max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
-    tol: float = 1e-4,
+    tol: float = 0.0,
     emit: Emit = no_emit,
 ) -> KMeans:
-    """Cluster the rows of ``x`` (n, d) into ``k`` groups.
+    """Cluster the rows of ``x`` (n, d) into ``k`` groups, the way FAISS's ``Clustering``
+    does (its defaults: 25 iterations, every one run, at most 256 points per centroid).
 
-    Like FAISS, trains on a seeded sample of at most ``max_points_per_centroid * k`` rows
-    (more adds time, not quality), then assigns every row. Stops early when the
-    inertia improves by less than ``tol`` (relative). An empty cluster is re-seeded with
-    the training row farthest from its centroid.
+    Trains on a seeded sample of at most ``max_points_per_centroid * k`` rows (more adds
+    time, not quality), starting from k-means++ seeds, then assigns every row. With
+    ``tol > 0`` stops early when the inertia improves by less than ``tol`` (relative).
+    An empty cluster takes half of a big one (:func:`split_empty`), as in FAISS.
     """
     x = as_matrix(x)
     n = len(x)
@@ -82,17 +119,13 @@ def kmeans(
     for it in range(iters):
         ids, dists = assign(sample, centroids)
         counts = np.bincount(ids, minlength=k)  # (k,)
-        sums = np.zeros_like(centroids, dtype=np.float64)
-        np.add.at(sums, ids, sample)
         nonempty = counts > 0
+        sums = cluster_sums(sample, ids, counts)  # (k, d) float64
         centroids[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
-        for c in np.flatnonzero(~nonempty):  # rare: steal the worst-served point
-            far = int(dists.argmax())
-            centroids[c] = sample[far]
-            dists[far] = 0.0
+        split = split_empty(centroids, counts, rng) if not nonempty.all() else 0
         inertia = float(dists.sum())
         emit("progress", pct=100.0 * (it + 1) / iters, message=f"k-means iteration {it + 1}")
-        if prev - inertia <= tol * max(prev, 1e-12) and nonempty.all():
+        if tol > 0 and prev - inertia <= tol * max(prev, 1e-12) and split == 0:
             break
         prev = inertia
 

@@ -221,6 +221,18 @@ def default_compression_configs(d: int) -> list[dict[str, Any]]:
     return configs
 
 
+def compression_words(config: dict[str, Any]) -> str:
+    """A compression config as a learner reads it: "product quantization, 8 bytes a vector"."""
+    method = str(config["method"]).removeprefix("faiss_")
+    if method == "pca":
+        return f"PCA to {config.get('dims')} dimensions"
+    if method == "pq":
+        return f"product quantization, {config.get('m')} codes of {config.get('nbits', 8)} bits"
+    return {"flat": "no compression (float32)", "sq8": "8-bit scalar quantization"}.get(
+        method, method
+    )
+
+
 def compression_lab(
     data: np.ndarray,
     queries: np.ndarray,
@@ -260,5 +272,6 @@ def compression_lab(
         }
         points.append(point)
         emit("partial", point=point)
-        emit("progress", pct=100.0 * (i + 1) / len(configs), message=f"{config['method']} done")
+        said = f"{compression_words(config)}: {point['compression']}× smaller"
+        emit("progress", pct=100.0 * (i + 1) / len(configs), message=said)
     return {"n": n, "d": d, "k": k, "metric": metric, "device": device, "points": points}

@@ -53,8 +53,8 @@ def index_bytes(n: int, d: int, index_name: str, **params: Any) -> int:
     if name in ("hnsw", "faiss_hnsw", "hnswlib"):
         m = int(params.get("M", 16))
         links0 = n * 2 * m * F32
-        upper = (n // max(m - 1, 1)) * (m * F32 + PY_OBJECT)  # ~n/M nodes above layer 0
-        per_node = 4 + 1 + 4 + 8  # degree, level, visit tag, label / id
+        upper = (n // max(m - 1, 1)) * (m * F32 + F32)  # ~n/M link rows above layer 0
+        per_node = 4 + 4 + 8 + 8 + 8  # degree, level, upper row, visit tag, label / id
         return n * d * F32 + links0 + upper + n * per_node
     if name in ("ivf_flat", "faiss_ivf_flat"):
         nlist = int(params.get("nlist", 100))
@@ -72,7 +72,8 @@ def index_bytes(n: int, d: int, index_name: str, **params: Any) -> int:
         else:
             nlist = int(params.get("nlist", 100))
             coarse = _kmeans_bytes(n, d, nlist) + _scan_bytes(nlist, q)
-            search = n * (I64 + m + F32) + int(params.get("nprobe", 32)) * m * ksub * F32
+            terms = min(nlist * m * ksub * F32, 64 * 1024**2)  # ivfscan.TERMS_LIMIT
+            search = n * (I64 + m + F32) + (q + 1) * m * ksub * F32 + terms
         return n * (m + I64) + codebooks + coarse + train + raw + search
     if name in ("sq8", "faiss_sq8"):
         return n * d + 8 * d + n * d * F32 + _scan_bytes(n, q, d)
