@@ -236,7 +236,8 @@ def test_query_trace_and_pgvector_show_their_results(page, site: str) -> None:
 def test_generate_streams_tokens_into_the_page(page, site: str) -> None:
     chapter = Chapter(page, site, "transformers")
     generate = chapter.playground("generate").start(max_new_tokens=12)
-    generate.locator(".generated .tok-new").first.wait_for(timeout=60_000)  # while running
+    # tokens arrive while it runs (then give way to the final text, shown once)
+    generate.locator(".generated .tok-new").first.wait_for(state="attached", timeout=60_000)
     generate.succeeded(timeout=120_000)
     assert generate.locator("canvas[data-chart=token-latency]").count() == 1
     assert generate.locator(".generated-final").inner_text().strip()
