@@ -179,7 +179,7 @@ def test_bpe_training_streams_merges_then_tokenizes_with_the_result(page, site: 
     tokenize = chapter.playground("tokenize")
     trained = tokenize.locator("select[name=trained] option:checked")
     assert "browser-docs" in trained.inner_text()
-    tokenize.run(timeout=60_000)
+    tokenize.succeeded(timeout=60_000)  # "Try it" runs it: no second click needed
     assert tokenize.locator(".token-view").count() == 2
     assert "browser-docs" in tokenize.locator(".token-view").last.inner_text()
     tokenize.screenshot()
@@ -357,4 +357,16 @@ def test_a_refused_run_shows_the_servers_message_in_the_form(page, site: str) ->
     alert = hashing.locator(".run-out .form-error")
     alert.wait_for(timeout=10_000)
     assert "4 runs still running" in alert.inner_text() and "7 s" in alert.inner_text()
+    chapter.finish()
+
+
+def test_dataset_fields_that_do_not_apply_are_greyed_out(page, site: str) -> None:
+    chapter = Chapter(page, site, "vector-search")
+    trace = chapter.playground("query-trace")
+    n, texts = trace.locator("input[name=n]"), trace.locator("textarea[name=texts]")
+    assert n.is_enabled() and texts.is_disabled()  # clustered: its sizes, no texts
+    trace.locator("input[name=dataset][value=texts]").check()
+    assert n.is_disabled() and texts.is_enabled()
+    trace.locator("input[name=dataset][value=digits]").check()
+    assert n.is_disabled() and texts.is_disabled()
     chapter.finish()

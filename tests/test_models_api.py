@@ -161,6 +161,13 @@ def test_weight_inspector_respects_the_half_step_bound(api: httpx.Client):
     assert result["max_error_over_half_scale"] <= 1.0 + 1e-4
 
 
+def test_the_weight_inspectors_defaults_show_an_error_to_look_at(api: httpx.Client):
+    """Its defaults avoid the one case with zero error (int4 in the GGUF's own groups of 32)."""
+    result = finished_run(api, "weight-inspect", {})["result"]
+    assert result["group_size"] == 64 and result["mean_abs_error"] > 0
+    assert len(set(result["error"]["edges"])) > 2  # the error histogram has a real range
+
+
 @pytest.mark.parametrize(
     ("slug", "params", "says"),
     [
@@ -172,6 +179,8 @@ def test_weight_inspector_respects_the_half_step_bound(api: httpx.Client):
         ("paged-kv", {"requests": 2, "sharers": 3}, "sharers cannot exceed"),
         ("sparse-attention", {"windows": [0]}, "1-1,024"),
         ("weight-inspect", {"model": "minilm", "layer": 7}, "MiniLM has layers 0-5"),
+        ("weight-inspect", {"group_size": 128}, "do not divide this matrix's 576 inputs"),
+        ("quantize", {"group_size": 128}, "pick 32 or 64"),
     ],
 )
 def test_bad_requests_get_a_422(api: httpx.Client, slug: str, params: dict, says: str):

@@ -4,7 +4,7 @@ the weight inspector, speculative decoding, sliding-window attention, mixture of
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from learn.lab.facts import (
     DEFAULT_VARIANTS,
     GROUP_SIZES,
+    MINILM_DIM,
     MINILM_LAYERS,
     SMOLLM2,
     QuantModel,
@@ -143,6 +144,17 @@ class MoEParams(PlaygroundParams):
         return self
 
 
+Matrix = Literal["attention-in", "attention-out", "mlp-in", "mlp-out"]
+
+
+def matrix_inputs(model: str, matrix: str) -> int:
+    """The input width (``in_features``) of a weight matrix the inspector offers."""
+    width, hidden = (
+        (SMOLLM2.dim, SMOLLM2.hidden_dim) if model == "smollm2" else (MINILM_DIM, 4 * MINILM_DIM)
+    )
+    return hidden if matrix == "mlp-out" else width
+
+
 class QuantizeParams(PlaygroundParams):
     model: QuantModel = "smollm2"
     variants: list[VariantName] = Field(default=list(DEFAULT_VARIANTS), min_length=1, max_length=6)
@@ -161,10 +173,14 @@ class QuantizeParams(PlaygroundParams):
         check_group_size(self.group_size)
         if len(set(self.variants)) != len(self.variants):
             raise ValueError("each variant once, please")
+        widths = {matrix_inputs(self.model, m) for m in get_args(Matrix)}
+        fitting = [g for g in GROUP_SIZES if all(w % g == 0 for w in widths)]
+        if "int4-weight" in self.variants and self.group_size not in fitting:
+            raise ValueError(
+                f"int4 groups of {self.group_size} do not divide every layer's inputs "
+                f"({', '.join(map(str, sorted(widths)))}); pick {' or '.join(map(str, fitting))}"
+            )
         return self
-
-
-Matrix = Literal["attention-in", "attention-out", "mlp-in", "mlp-out"]
 
 
 class WeightInspectParams(PlaygroundParams):
@@ -172,13 +188,21 @@ class WeightInspectParams(PlaygroundParams):
     layer: int = Field(default=0, ge=0, lt=SMOLLM2.n_layers)
     matrix: Matrix = "mlp-in"
     scheme: Literal["int8", "int4"] = "int4"
-    group_size: int = Field(default=32, description=GROUP_SIZE_HELP)
+    # 64, not 32: the GGUF stores SmolLM2 in 4-bit groups of 32, which int4 with groups
+    # of 32 reproduces exactly (zero error, nothing to see)
+    group_size: int = Field(default=64, description=GROUP_SIZE_HELP)
 
     @model_validator(mode="after")
     def fits(self) -> WeightInspectParams:
         check_group_size(self.group_size)
         if self.model == "minilm" and self.layer >= MINILM_LAYERS:
             raise ValueError(f"MiniLM has layers 0-{MINILM_LAYERS - 1}")
+        width = matrix_inputs(self.model, self.matrix)
+        if self.scheme == "int4" and width % self.group_size:
+            raise ValueError(
+                f"groups of {self.group_size} do not divide this matrix's {width} inputs; "
+                f"pick {', '.join(str(g) for g in GROUP_SIZES if width % g == 0)}"
+            )
         return self
 
 

@@ -394,7 +394,24 @@
     show(0);
   }
 
+  // Fields marked data-only="<dataset>" apply to that dataset alone: greyed out (and not
+  // sent) while another is chosen.
+  function followDataset(form) {
+    const update = () => {
+      const chosen = form.querySelector("input[name=dataset]:checked")?.value;
+      form.querySelectorAll("[data-only]").forEach((el) => { el.disabled = el.dataset.only !== chosen; });
+    };
+    form.querySelectorAll("input[name=dataset]").forEach((r) => r.addEventListener("change", update));
+    update();
+  }
+
   htmx.onLoad((root) => {
+    within(root, "form").forEach((form) => {
+      if (form.querySelector("input[name=dataset]") && !form.dataset.followsDataset) {
+        form.dataset.followsDataset = "1";
+        followDataset(form);
+      }
+    });
     addLiveMerges(root);
     addLivePoints(root);
     within(root, "[data-stepper]").forEach((el) => {
@@ -449,7 +466,11 @@ document.addEventListener("DOMContentLoaded", () => {
     form.dataset.prefilled = filled.join(" ");
     const note = document.createElement("p");
     note.className = "hint prefilled";
-    note.textContent = "Filled in from the run you opened: check the settings, then press Run.";
+    note.textContent = query.get("run") === "1"
+      ? "Filled in from the link you followed, and run."
+      : "Filled in from the run you opened: check the settings, then press Run.";
     form.prepend(note);
   }
+  // "Try it" links (…&run=1#pg-x) also press Run for the learner.
+  if (query.get("run") === "1") form.requestSubmit();
 });

@@ -157,8 +157,10 @@
 
     hist(canvas) {
       const r = dataFor(canvas), h = r[canvas.dataset.key];
+      // small values keep their digits (1.2e-4, not 0.0); an all-zero error says so
+      const tick = (e) => (e === 0 ? "0" : Math.abs(e) < 0.01 ? e.toExponential(1) : e.toPrecision(2));
       new Chart(canvas, { type: "bar",
-        data: { labels: h.edges.slice(0, -1).map((e) => e.toPrecision(2)), datasets: [{ data: h.counts, backgroundColor: PALETTE[2] }] },
+        data: { labels: h.edges.slice(0, -1).map(tick), datasets: [{ data: h.counts, backgroundColor: PALETTE[2] }] },
         options: base({ plugins: { legend: { display: false } },
           scales: { x: axis(canvas.dataset.key === "scales" ? "scale (bin start)" : "error per weight (bin start)"), y: axis("count") } }) });
     },
