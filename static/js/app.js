@@ -198,21 +198,34 @@
       });
     },
 
-    // Two Bloom filters as strips of bits (or of bit density when m is large).
+    // Two Bloom filters as strips of bits (or of bit density when m is large), labelled
+    // A and B, with the bit positions along the bottom.
     bits(canvas) {
       const r = dataFor(canvas);
       const rows = [r.bits.a, r.bits.b];
-      const width = canvas.clientWidth || 600, rowH = 28, ratio = window.devicePixelRatio || 1;
-      canvas.width = width * ratio; canvas.height = (rowH * 2 + 8) * ratio;
+      const width = canvas.clientWidth || 600, rowH = 28, left = 22, axisH = 16;
+      const ratio = window.devicePixelRatio || 1;
+      canvas.width = width * ratio; canvas.height = (rowH * 2 + 8 + axisH) * ratio;
       const ctx = canvas.getContext("2d");
       ctx.scale(ratio, ratio);
+      ctx.font = "12px system-ui, sans-serif";
+      ctx.fillStyle = css("--ink");
       rows.forEach((bits, row) => {
-        const w = width / bits.length;
+        const w = (width - left) / bits.length, y = row * (rowH + 8);
+        ctx.fillStyle = css("--ink");
+        ctx.fillText(row ? "B" : "A", 4, y + rowH / 2 + 4);
         bits.forEach((v, i) => {
           ctx.fillStyle = v ? `rgba(59, 91, 219, ${Math.max(0.15, v)})` : "#eef0f6";
-          ctx.fillRect(i * w, row * (rowH + 8), Math.max(1, w - (w > 3 ? 1 : 0)), rowH);
+          ctx.fillRect(left + i * w, y, Math.max(1, w - (w > 3 ? 1 : 0)), rowH);
         });
       });
+      const m = r.params?.m ?? r.bits.a.length, y = rowH * 2 + 8 + 12;
+      ctx.fillStyle = css("--muted");
+      ctx.fillText("bit 0", left, y);
+      const end = `bit ${(m - 1).toLocaleString()}`;
+      ctx.fillText(end, width - ctx.measureText(end).width, y);
+      const mid = "bit position →";
+      ctx.fillText(mid, left + (width - left - ctx.measureText(mid).width) / 2, y);
     },
   });
 
