@@ -335,8 +335,10 @@ def test_ask_the_course_streams_a_cited_answer_and_the_cache_hits_a_paraphrase(
     cache.locator("input[name=question]").fill("Why is the attention softmax scaled by sqrt d?")
     cache.run(timeout=300_000, max_new_tokens=16)
     cache.locator(".cache-verdict.hit").wait_for(timeout=10_000)
+    cache.locator(".cache-stats").filter(has_text="precision").wait_for()  # slider wired up
     slider = cache.locator("[data-cache-threshold]")
     slider.fill("0")  # the lowest threshold: the false hits it would serve are listed
+    cache.locator(".cache-slider output").filter(has_text="0.50").wait_for(timeout=5_000)
     assert cache.locator(".false-hits li").count() >= 1
     assert cache.locator("canvas[data-chart=cache-sweep]").count() == 1
     cache.screenshot()
