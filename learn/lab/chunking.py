@@ -31,7 +31,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
 
 TokenSpans = Callable[[str], list[tuple[int, int]]]
 """text -> each token's (start, end) character offsets, in order; must not truncate."""
@@ -52,22 +51,6 @@ class Span:
     tokens: int  # tokens inside [start, end)
     context_start: int
     context_end: int
-
-
-def hf_token_spans(tokenizer: Any) -> TokenSpans:
-    """:data:`TokenSpans` from an HF ``tokenizers.Tokenizer`` (MiniLM's WordPiece, say).
-
-    Works on a copy with truncation and padding off (MiniLM's ``tokenizer.json`` truncates
-    at 128 and pads), and without special tokens, so every offset is a real piece of text.
-    """
-    tok = type(tokenizer).from_str(tokenizer.to_str())
-    tok.no_truncation()
-    tok.no_padding()
-
-    def spans(text: str) -> list[tuple[int, int]]:
-        return list(tok.encode(text, add_special_tokens=False).offsets)
-
-    return spans
 
 
 # ------------------------------------------------------------------------------ sentences

@@ -31,20 +31,17 @@ MAX_OWN_QUESTIONS = 200
 
 
 @cache
-def _minilm_tokenizer() -> Any:
-    from tokenizers import Tokenizer  # Rust, no torch: fine in the web process
-
+def _minilm() -> Any:
+    """MiniLM's WordPiece (HF ``tokenizers``: Rust, no torch, fine in the web process)."""
     from learn.lab.models import minilm_tokenizer_file
+    from learn.lab.tokenize import hf_tokenizer
 
-    tokenizer = Tokenizer.from_file(str(minilm_tokenizer_file()))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()  # MiniLM's file pads every input to 128 for batching
-    return tokenizer
+    return hf_tokenizer(minilm_tokenizer_file(), "MiniLM", "WordPiece")
 
 
 def question_tokens(text: str) -> int:
     """MiniLM word pieces in ``text`` (what the embedding model reads of it)."""
-    return len(_minilm_tokenizer().encode(text, add_special_tokens=False).ids)
+    return len(_minilm().pieces(text))
 
 
 class CollectionChoice(PlaygroundParams):
