@@ -136,12 +136,22 @@ class Retrieved:
     ms: dict[str, float]
 
 
-def retrieve(collection_id: str, chunker: str, question: str, n: int = CANDIDATES) -> Retrieved:
+def retrieve(
+    collection_id: str,
+    chunker: str,
+    question: str,
+    n: int = CANDIDATES,
+    *,
+    vector: np.ndarray | None = None,
+) -> Retrieved:
+    """Dense, BM25 and fused rankings of one question; ``vector`` is its (384,) MiniLM
+    embedding when the caller has it already (it is embedded here otherwise)."""
     from learn.lab.bm25 import tokens
     from learn.lab.fusion import rrf
 
     started = time.perf_counter()
-    vector = modelcache.encoder().encode([question])[0]
+    if vector is None:
+        vector = modelcache.encoder().encode([question])[0]
     embedded = time.perf_counter()
     dense = queries.dense_search(collection_id, chunker, vector, n)
     searched = time.perf_counter()

@@ -159,6 +159,7 @@ def evaluate(p: EvalParams, job: Job) -> dict[str, Any]:
     collection_id = _collection(p.collection, job)
     questions = _questions(p)
     documents = queries.documents_of(collection_id)
+    vectors = modelcache.encoder().encode([q for q, _ in questions])  # once, every chunker
     rows: list[dict[str, Any]] = []
     combos = len(p.chunkers) * len(p.retrievers)
     for c, chunker in enumerate(p.chunkers):
@@ -180,7 +181,7 @@ def evaluate(p: EvalParams, job: Job) -> dict[str, Any]:
                 pct=100 * (c * len(questions) + i) / (len(p.chunkers) * len(questions)),
                 message=f"{chunker} chunks: question {i + 1} of {len(questions)}",
             )
-            found = retrieval.retrieve(collection_id, chunker, question)
+            found = retrieval.retrieve(collection_id, chunker, question, vector=vectors[i])
             for name in p.retrievers:
                 keys = [key(chunk_id, gold) for chunk_id, _ in getattr(found, name)]
                 ranked[name].append((keys, gold))
@@ -225,7 +226,7 @@ def semantic_cache(p: CacheParams, job: Job) -> dict[str, Any]:
         answer = {"text": nearest["answer"], "ms": lookup_ms}
     else:
         job.emit("progress", pct=20, message="A miss: retrieving and generating an answer")
-        found = retrieval.retrieve(collection_id, "recursive", p.question)
+        found = retrieval.retrieve(collection_id, "recursive", p.question, vector=vector)
         table = retrieval.rank_table(found, [c for c, _ in found.hybrid[:4]], collection_id)
         contexts = [row["context"] for row in table if row["final_rank"]]
         prompt = assemble(p.question, contexts, count_tokens=_tokens, budget=768)
