@@ -42,8 +42,12 @@ def start_run(client: httpx.Client, slug: str, params: dict) -> str:
 
 def finished_run(client: httpx.Client, slug: str, params: dict) -> dict:
     """Start a run, follow its events to the end, return the stored run."""
-    run_id = start_run(client, slug, params)
-    events = read_events(client, run_id)
+    return succeeded(client, start_run(client, slug, params))
+
+
+def succeeded(client: httpx.Client, run_id: str, *, timeout: float = 180) -> dict:
+    """Follow a started run's events to the end; return the stored run, which succeeded."""
+    events = read_events(client, run_id, timeout=timeout)
     assert events[-1]["event"] == "done", events
     run = client.get(f"/api/runs/{run_id}").json()
     assert run["status"] == "succeeded", run

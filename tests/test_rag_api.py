@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import finished_run, read_events, start_run
+from tests.support import finished_run, read_events, start_run, succeeded
 
 NOTES = """# Lighthouse log
 
@@ -127,7 +127,7 @@ def test_the_answer_streams_cites_given_chunks_and_sits_beside_a_closed_book_one
 def test_a_collection_of_my_own_is_chunked_asked_and_private(api: httpx.Client, site: str) -> None:
     response = _make(api, "lighthouse", file=("log.md", NOTES.encode(), "text/markdown"))
     assert response.status_code == 202, response.text
-    run = finished_run_by_id(api, response.json()["id"])
+    run = succeeded(api, response.json()["id"], timeout=300)
     result = run["result"]
     assert set(result["chunkers"]) == {"fixed", "recursive", "sentence"}
     for c in result["chunkers"].values():
@@ -146,20 +146,12 @@ def test_a_collection_of_my_own_is_chunked_asked_and_private(api: httpx.Client, 
     assert refused.status_code == 422 and "of yours" in refused.text
 
 
-def finished_run_by_id(client: httpx.Client, run_id: str) -> dict:
-    events = read_events(client, run_id, timeout=300)
-    assert events[-1]["event"] == "done"
-    run = client.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "succeeded", run
-    return run
-
-
 def test_a_pdf_with_text_is_read_and_bad_files_are_refused(api: httpx.Client) -> None:
     ok = _make(
         api, "pdf", file=("a.pdf", _pdf("Paraffin lamps burned until 1912."), "application/pdf")
     )
     assert ok.status_code == 202, ok.text
-    assert "Paraffin" in finished_run_by_id(api, ok.json()["id"])["result"]["text"]
+    assert "Paraffin" in succeeded(api, ok.json()["id"], timeout=300)["result"]["text"]
     cases = {
         "no text layer": ("scan.pdf", _pdf(None), "application/pdf"),
         "binary": ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20, "text/plain"),
@@ -234,7 +226,7 @@ def test_the_semantic_cache_misses_then_hits_a_paraphrase(api: httpx.Client, ask
 
 def test_my_own_questions_evaluate_my_collection(api: httpx.Client) -> None:
     made = _make(api, "lighthouse again", text=NOTES)
-    collection = finished_run_by_id(api, made.json()["id"])["result"]["collection_id"]
+    collection = succeeded(api, made.json()["id"], timeout=300)["result"]["collection_id"]
     questions = "\n".join([
         "Who kept the light? | Agnes Mair",
         "What fuel did the lamp burn before 1912? | burned paraffin",
