@@ -42,8 +42,13 @@ class PlaygroundParams(Schema):
 
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
-        """A form post's fields as the JSON body a script would send."""
-        return {key: form.get(key) for key in form if key != "csrfmiddlewaretoken"}
+        """A form post's fields as the JSON body a script would send. A true/false field is
+        a checkbox: browsers send "on" when it is ticked and nothing when it is not."""
+        data: dict[str, Any] = {k: form.get(k) for k in form if k != "csrfmiddlewaretoken"}
+        for name, field in cls.model_fields.items():
+            if field.annotation is bool:
+                data[name] = form.get(name) == "on"
+        return data
 
     def stored(self) -> dict[str, Any]:
         """What goes into Run.params (large inputs are kept elsewhere, see ``attach``)."""

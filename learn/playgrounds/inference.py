@@ -63,7 +63,6 @@ class TiledAttentionParams(PlaygroundParams):
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
         data = super().from_form(form, files)
         data["seq_lens"] = number_list(form.get("seq_lens"))
-        data["causal"] = form.get("causal") == "on"
         return data
 
     @model_validator(mode="after")

@@ -136,12 +136,6 @@ class AskParams(Question):
     max_new_tokens: int = Field(default=128, ge=8, le=256)
     closed_book: bool = Field(default=True, description="also answer with no retrieval")
 
-    @classmethod
-    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
-        data = super().from_form(form, files)
-        data["closed_book"] = form.get("closed_book") == "on"
-        return data
-
 
 class EvalParams(CollectionChoice):
     chunkers: list[Chunker] = Field(default=list(CHUNKERS), min_length=1, max_length=3)

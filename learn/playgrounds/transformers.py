@@ -6,10 +6,6 @@ worker also refuses a prompt whose tokens would not fit, with the same kind of m
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.http import QueryDict
-from django.utils.datastructures import MultiValueDict
 from pydantic import Field
 
 from learn.lab.facts import SMOLLM2
@@ -33,12 +29,6 @@ class AttentionParams(PlaygroundParams):
     )
     layer: int = Field(default=5, ge=0, lt=SMOLLM2.n_layers)
     chat: bool = Field(default=False, description="wrap the prompt in the chat template")
-
-    @classmethod
-    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
-        data = super().from_form(form, files)
-        data["chat"] = form.get("chat") == "on"
-        return data
 
 
 class PositionsParams(PlaygroundParams):
