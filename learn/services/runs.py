@@ -31,6 +31,16 @@ LOST_AFTER = timedelta(seconds=60)  # grace beyond a playground's time limit
 RUN_TASK = "forwardpass.run_playground"  # the one Celery task (workers/tasks.py) runs them all
 
 
+def advisory_lock(key: int | str) -> None:
+    """Hold PostgreSQL's advisory lock ``key`` (a string is hashed) until the current
+    transaction ends: one process at a time past this point, across every machine."""
+    with connection.cursor() as cursor:
+        if isinstance(key, str):
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+        else:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 class QueueUnavailable(Exception):
     """The broker refused the job; the run was not kept."""
 
@@ -59,8 +69,7 @@ def create_run(
     """
     with transaction.atomic():
         if max_active is not None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"runs:{owner}"])
+            advisory_lock(f"runs:{owner}")
             active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
             if active >= max_active and fail_lost_runs():
                 active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()

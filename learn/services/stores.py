@@ -26,6 +26,7 @@ from learn.models import (
     VocabWord,
 )
 from learn.playgrounds.vectors import PgvectorParams
+from learn.services.runs import advisory_lock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,8 +52,7 @@ def store_vocabulary(size: int, build: Callable[[], tuple[list[str], np.ndarray]
     if VocabWord.objects.count() >= size:
         return False
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [VOCAB_LOCK])
+        advisory_lock(VOCAB_LOCK)
         if VocabWord.objects.count() >= size:
             return False  # another worker built it while we waited
         words, vectors = build()
@@ -233,8 +233,7 @@ def ensure_course_collection(build: Callable[[], list[DocumentRows]]) -> str:
     if found is not None:
         return str(found.pk)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [COURSE_LOCK])
+        advisory_lock(COURSE_LOCK)
         found = Collection.objects.filter(builtin=True).first()
         if found is not None:
             return str(found.pk)
