@@ -65,37 +65,6 @@ POST_PROBLEMS = frozenset({400, 401, 403, 404, 413, 415, 422, 429, 503})
 READ_PROBLEMS = frozenset({401, 404, 422})
 
 
-def is_script(request: HttpRequest) -> bool:
-    """A client with no session cookie and no browser headers (curl, httpx, a notebook).
-
-    It acts as ``ip:<address>``: it holds no cookie another site could ride on, and every
-    browser marks its POSTs with ``Origin`` or ``Sec-Fetch-Site`` (webapp.middleware).
-    """
-    return (
-        owners.bearer_key(request) is None
-        and settings.SESSION_COOKIE_NAME not in request.COOKIES
-        and "Origin" not in request.headers
-        and "Sec-Fetch-Site" not in request.headers
-    )
-
-
-def acting_tags(request: HttpRequest) -> set[str]:
-    """Every owner tag this request may act as: what it may cancel and list as its own."""
-    if is_script(request):
-        return {f"ip:{ratelimit.client_ip(request)}"}
-    return owners.tags_of(request)
-
-
-def new_run_owner(request: HttpRequest) -> tuple[str, int]:
-    """The owner tag a new run gets, and how many runs a minute that owner may start."""
-    if is_script(request):
-        return f"ip:{ratelimit.client_ip(request)}", settings.FP_RUNS_PER_MINUTE_PER_OWNER
-    owner = owners.of_request(request)
-    if owner.api_key is not None:
-        return owner.tag, owner.api_key.requests_per_minute
-    return owner.tag, settings.FP_RUNS_PER_MINUTE_PER_OWNER
-
-
 def check_limits(request: HttpRequest, owner: str, per_minute: int) -> None:
     """Runs started per minute per address and per owner (the cap on runs in flight is
     checked where the run is stored: ``services.create_run(max_active=…)``)."""
@@ -123,7 +92,7 @@ def find_run(run_id: uuid.UUID) -> Run:
 
 def not_yours(request: HttpRequest, collection_ids: list[str]) -> list[dict[str, Any]]:
     """A problem for each named collection the requester did not make."""
-    tags = acting_tags(request)
+    tags = owners.acting_tags(request)
     return [
         {
             "field": "collection",
@@ -170,7 +139,7 @@ def create_run(request: HttpRequest, slug: str):
     detail = not_yours(request, params.collections())
     if detail:
         raise ApiProblem(422, " ".join(d["message"] for d in detail), detail)
-    owner, per_minute = new_run_owner(request)
+    owner, per_minute = owners.new_run_owner(request)
     check_limits(request, owner, per_minute)
     try:
         run = services.create_run(
@@ -231,7 +200,7 @@ async def run_events(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 def cancel_run(request: HttpRequest, run_id: uuid.UUID):
     run = find_run(run_id)
     user = getattr(request, "user", None)
-    if not (user is not None and user.is_staff) and run.owner not in acting_tags(request):
+    if not (user is not None and user.is_staff) and run.owner not in owners.acting_tags(request):
         raise ApiProblem(
             403, "This run was started by someone else: only they (or staff) can cancel it."
         )
@@ -279,7 +248,7 @@ def list_tokenizers(request: HttpRequest):
     """Your BPE tokenizers (trained with your key, account, session or, from a script, your
     address) in the bpe-train playground, newest first, at most 100. Anyone's can be used
     and downloaded by id."""
-    return TrainedTokenizer.objects.filter(run__owner__in=acting_tags(request))[:100]
+    return TrainedTokenizer.objects.filter(run__owner__in=owners.acting_tags(request))[:100]
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""Who a request acts for: a signed-in account, an API key, or the browser's session.
+"""Who a request acts for: an API key, a signed-in account, the browser's session, or, for
+a script with no cookies and no browser headers, its address. The one place that rule lives.
 
 Runs and collections keep their owner as one short string (``Owner.tag``), so "my runs"
 is one indexed filter, and a session's runs can move to an account when its learner signs
@@ -12,9 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
+from learn import ratelimit
 from learn.models import ApiKey
 
 KEY_PREFIX = "fp-"
@@ -72,10 +75,36 @@ def of_request(request: HttpRequest) -> Owner:
     return Owner("session", str(request.session.session_key))
 
 
-def tags_of(request: HttpRequest) -> set[str]:
-    """Every owner tag this request may act as (its session's runs stay its own after
-    sign-in, until they are adopted)."""
+def is_script(request: HttpRequest) -> bool:
+    """A client with no session cookie and no browser headers (curl, httpx, a notebook).
+
+    It acts as ``ip:<address>``: it holds no cookie another site could ride on, and every
+    browser marks its POSTs with ``Origin`` or ``Sec-Fetch-Site`` (webapp.middleware).
+    """
+    return (
+        bearer_key(request) is None
+        and settings.SESSION_COOKIE_NAME not in request.COOKIES
+        and "Origin" not in request.headers
+        and "Sec-Fetch-Site" not in request.headers
+    )
+
+
+def acting_tags(request: HttpRequest) -> set[str]:
+    """Every owner tag this request may act as: what it may cancel and list as its own.
+    A signed-in learner's session runs stay theirs too, until they are adopted."""
+    if is_script(request):
+        return {f"ip:{ratelimit.client_ip(request)}"}
     tags = {of_request(request).tag}
     if request.session.session_key:
         tags.add(f"session:{request.session.session_key}")
     return tags
+
+
+def new_run_owner(request: HttpRequest) -> tuple[str, int]:
+    """The owner tag a new run gets, and how many runs a minute that owner may start."""
+    if is_script(request):
+        return f"ip:{ratelimit.client_ip(request)}", settings.FP_RUNS_PER_MINUTE_PER_OWNER
+    owner = of_request(request)
+    if owner.api_key is not None:
+        return owner.tag, owner.api_key.requests_per_minute
+    return owner.tag, settings.FP_RUNS_PER_MINUTE_PER_OWNER

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from learn import metrics, owners, ratelimit, services, streams
+from learn import metrics, owners, services, streams
 from learn.chapters import CHAPTERS, get_chapter
 from learn.events import Event
 from learn.models import Run, TrainedTokenizer
@@ -51,12 +51,12 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
         **chapter_context(request, slug),  # the learner's latest runs, checks, progress
     }
     if slug == "rag-agents":  # the chapter 6 forms offer the learner's own collections
-        context["my_collections"] = collections_of(owners.tags_of(request))
+        context["my_collections"] = collections_of(owners.acting_tags(request))
     if slug == "tokenization":  # the tokenize forms offer the tokenizers this learner
         # trained, and the one a shared link names (?trained=<id>), nobody else's
         shared = Q(pk=request.GET["trained"]) if is_uuid(request.GET.get("trained")) else Q()
         context["trained_tokenizers"] = TrainedTokenizer.objects.filter(
-            Q(run__owner__in=owners.tags_of(request)) | shared
+            Q(run__owner__in=owners.acting_tags(request)) | shared
         ).only("id", "name", "vocab_size", "pretokenizer")[:50]
     return render(request, "learn/chapter.html", context)
 
@@ -220,9 +220,7 @@ def benchmarks(request: HttpRequest) -> HttpResponse:
     viewer's own runs link to their pages: nobody learns the ids of others' runs."""
     done = Run.objects.filter(playground="quantize", status="succeeded")
     runs = list(done.order_by("-finished_at")[:100])
-    # no session yet: the anonymous owner a script is (learn.api.is_script), its address
-    no_session = {f"ip:{ratelimit.client_ip(request)}"}
-    mine = owners.tags_of(request) if request.session.session_key else no_session
+    mine = owners.acting_tags(request)
     for run in runs:
         run.mine = run.owner in mine  # type: ignore[attr-defined]
     return render(request, "learn/benchmarks.html", {"runs": runs})

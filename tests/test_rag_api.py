@@ -138,7 +138,7 @@ def test_a_collection_of_my_own_is_chunked_asked_and_private(api: httpx.Client, 
               "max_new_tokens": 24, "closed_book": False}  # fmt: skip
     answer = finished_run(api, "rag-ask", params)["result"]
     assert "Agnes Mair" in " ".join(r["context"] for r in answer["chunks"] if r["final_rank"])
-    # another owner: scripts without cookies own by address (learn.api.is_script), so the
+    # another owner: scripts without cookies own by address (learn.owners.is_script), so the
     # stranger connects from another loopback address
     elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(base_url=site, timeout=30, transport=elsewhere) as stranger:

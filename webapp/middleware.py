@@ -6,7 +6,7 @@
 - ``ApiGuard``: who may POST to /api/. An API key (``Authorization: Bearer``) may; a
   browser (it sends ``Origin`` or ``Sec-Fetch-Site`` on every POST, or it holds a session
   cookie) must be same-origin and send the page's CSRF token; a script with no cookies and
-  no browser headers may, as the anonymous owner of its address (learn.api.is_script).
+  no browser headers may, as the anonymous owner of its address (learn.owners.is_script).
   Also: sign-in attempts to the admin, a few a minute per address.
 - ``ApiErrors``: any error page under /api/ that is not JSON yet (Django's 404/405/400/
   500) becomes a ``Problem``: ``{"message": …, "detail": []}`` (htmx keeps its HTML).
