@@ -117,15 +117,18 @@ CHAPTERS: tuple[Chapter, ...] = (
         title="RAG, agents and semantic caching",
         summary=(
             "Putting the pieces together: grounding a model's answers in retrieved "
-            "documents, letting it call tools in a loop, and reusing answers to questions "
-            "that mean the same thing."
+            "documents, reusing answers to questions that mean the same thing, holding its "
+            "output to a schema, letting it call tools in a loop, and keeping it safe."
         ),
         topics=(
             "retrieval-augmented generation",
             "chunking and re-ranking",
-            "tool-using agents",
-            "planning by search (MCTS)",
             "semantic caching",
+            "structured output",
+            "tool-using agents",
+            "prompt engineering",
+            "prompt injection and PII",
+            "planning by search (MCTS)",
         ),
         lesson_template="lessons/rag-agents.html",
     ),
