@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from ninja import Query, Router, Schema
+from redis.exceptions import RedisError
 
 from learn import owners, queries, ratelimit, services, streams
 from learn.models import Run, TrainedTokenizer
@@ -140,7 +141,14 @@ def create_run(request: HttpRequest, slug: str):
     if detail:
         raise ApiProblem(422, " ".join(d["message"] for d in detail), detail)
     owner, per_minute = owners.new_run_owner(request)
-    check_limits(request, owner, per_minute)
+    try:
+        check_limits(request, owner, per_minute)  # counted in Valkey, the broker's home too
+    except RedisError:
+        raise ApiProblem(
+            503,
+            "The job queue is not reachable right now; nothing was queued. Try again shortly.",
+            headers={"Retry-After": "15"},
+        ) from None
     try:
         run = services.create_run(
             playground, params, owner=owner, max_active=settings.FP_MAX_ACTIVE_RUNS

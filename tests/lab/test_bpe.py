@@ -11,7 +11,7 @@ from typing import get_args
 import pytest
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from learn.lab.bpe import PATTERNS, BPEConfig, BPETokenizer
+from learn.lab.bpe import PATTERNS, BPEConfig, BPETokenizer, to_byte_chars
 from learn.lab.bpe_hf import to_hf_json
 from learn.lab.bpe_train import naive_train, step_through, train_bpe
 from learn.lab.facts import PRETOKENIZER_NAMES, Pretokenizer
@@ -157,10 +157,14 @@ def test_offsets_cover_the_text(trained: BPETokenizer):
 
 
 def test_partial_bytes_decode_with_replacement(trained: BPETokenizer):
+    assert "🙂" not in DOCS[:80_000]  # never seen in training: no merge joins its 4 bytes
     ids = trained.encode("🙂")
+    assert ids == [trained.ids[c] for c in to_byte_chars("🙂")]  # one token per byte
     assert trained.decode_bytes(ids) == "🙂".encode()
-    if len(ids) > 1:
-        assert "\ufffd" in trained.decode(ids[:1])
+    for cut in (1, 2, 3):  # an incomplete UTF-8 sequence decodes to one replacement char
+        assert trained.decode_bytes(ids[:cut]) == "🙂".encode()[:cut]
+        assert trained.decode(ids[:cut]) == "\ufffd"
+    assert trained.decode(ids[:2] + trained.encode("ok")) == "\ufffdok"
 
 
 @pytest.mark.parametrize("pretokenizer", ["gpt2", "gpt4", "whitespace"])
