@@ -19,12 +19,15 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from learn.playgrounds import PlaygroundError
 from learn.playgrounds.serving import CHAT_MODEL, CONTEXT_TOKENS
 from workers import modelcache
+
+if TYPE_CHECKING:
+    from learn.lab.constrained import Constraint
 
 Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": …}
 OnDelta = Callable[[str], None]
@@ -69,8 +72,13 @@ def local_chat(
     top_p: float = 1.0,
     seed: int | None = None,
     on_delta: OnDelta = _ignore,
+    constraint: Constraint | None = None,
 ) -> Completion:
     """SmolLM2 on this worker: the chat template over ``messages``, then our decode loop.
+
+    A ``constraint`` (``learn.lab.constrained.json_constraint(schema, tokenizer)``, built
+    with the tokenizer of ``modelcache.smollm2()``) masks every step's logits; the reply
+    then ends when the grammar allows nothing more (finish reason "stop").
 
     Raises ``ContextTooLong`` when prompt tokens + ``max_tokens`` exceed ``CONTEXT_TOKENS``.
     Without a ``seed``, sampling draws one (a fresh torch Generator always starts the same).
@@ -101,6 +109,7 @@ def local_chat(
         seed=seed if seed is not None else secrets.randbelow(2**31),
         tokenizer=tokenizer,
         emit=relay,
+        constraint=constraint,
     )
     ms = (time.perf_counter() - t0) * 1e3
     return Completion(
@@ -111,7 +120,7 @@ def local_chat(
         first_token_ms=first_ms if first_ms is not None else ms,
         model=CHAT_MODEL,
         device=gen.device,
-        finish_reason="stop" if gen.stop_reason == "stop_token" else "length",
+        finish_reason="length" if gen.stop_reason == "length" else "stop",
     )
 
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
 from learn.lab.sampling import sample
+
+if TYPE_CHECKING:
+    from learn.lab.constrained import Constraint
 
 
 class Tokenizer(Protocol):  # what we need of tokenizers.Tokenizer
@@ -74,7 +77,7 @@ class Generation:
     prompt_tokens: int
     use_cache: bool
     cache_bytes: int  # memory of the KV cache (0 without one)
-    stop_reason: str  # "stop_token" | "length"
+    stop_reason: str  # "stop_token" | "length" | "grammar" (a constraint allowed no more)
     device: str
 
 
@@ -85,7 +88,7 @@ def _finish(
     prompt_len: int,
     use_cache: bool,
     cache_bytes: int,
-    stopped: bool,
+    stop_reason: str,
     device: torch.device,
 ) -> Generation:
     total = sum(token_ms)
@@ -101,7 +104,7 @@ def _finish(
         prompt_tokens=prompt_len,
         use_cache=use_cache,
         cache_bytes=cache_bytes,
-        stop_reason="stop_token" if stopped else "length",
+        stop_reason=stop_reason,
         device=str(device),
     )
 
@@ -120,6 +123,7 @@ def generate(
     stop_ids: Sequence[int] | None = None,
     tokenizer: Tokenizer | None = None,
     emit: Emit = no_emit,
+    constraint: Constraint | None = None,
 ) -> Generation:
     """Continue the prompt ``ids`` by up to ``max_new_tokens`` tokens, one at a time.
 
@@ -128,6 +132,11 @@ def generate(
     Stops after a token in ``stop_ids`` (default: the model's end-of-turn token; ``()``
     never stops early). Emits ``partial`` with ``token``, ``text`` (the new piece, decoded
     when a tokenizer is given) and ``ms`` for every token.
+
+    With a ``constraint`` (``learn.lab.constrained``), each step's logits go through
+    ``constraint.mask`` before sampling and the token through ``constraint.advance``
+    after; generation also stops once ``constraint.done`` (stop reason "grammar"). The
+    per-token ms include the masking.
     """
     device = model.device
     stops = stop_set(model, stop_ids)
@@ -143,7 +152,7 @@ def generate(
     tokens: list[int] = []
     token_ms: list[float] = []
     stream = TextStream(tokenizer)
-    stopped = False
+    stop_reason = "length"
     x = prompt
     while len(tokens) < max_new_tokens:
         t0 = time.perf_counter()
@@ -151,7 +160,12 @@ def generate(
             logits = model(x, cache, pos - x.shape[1], last_only=True)  # (1, 1, vocab)
         else:
             logits = model(seq[:, :pos], None, 0, last_only=True)
-        token = sample(logits[0, -1], temperature, top_k, top_p, gen)  # .item() syncs
+        last = logits[0, -1]  # (vocab,)
+        if constraint is not None:
+            last = constraint.mask(last)
+        token = sample(last, temperature, top_k, top_p, gen)  # .item() syncs
+        if constraint is not None:
+            constraint.advance(token)
         sync(device)
         ms = (time.perf_counter() - t0) * 1e3
         tokens.append(token)
@@ -161,10 +175,15 @@ def generate(
         pos += 1
         emit("partial", token=token, text=stream.push(token), ms=round(ms, 3))
         if token in stops:
-            stopped = True
+            stop_reason = "stop_token"
+            break
+        if constraint is not None and constraint.done:
+            stop_reason = "grammar"
             break
     nbytes = cache.nbytes if cache is not None else 0
-    return _finish(tokens, stream, token_ms, prompt.shape[1], use_cache, nbytes, stopped, device)
+    return _finish(
+        tokens, stream, token_ms, prompt.shape[1], use_cache, nbytes, stop_reason, device
+    )
 
 
 def greedy_no_cache(
