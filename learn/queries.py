@@ -140,17 +140,19 @@ def documents_of(collection_id: str) -> dict[int, dict[str, Any]]:
     return {row["id"]: row for row in rows}
 
 
-def nearest_cached(collection_id: str | None, vector: np.ndarray) -> dict[str, Any] | None:
-    """The unexpired cache entry of a collection whose question is nearest ``vector``."""
+def nearest_cached(
+    collection_id: str | None, vector: np.ndarray, k: int = 1
+) -> list[dict[str, Any]]:
+    """The ``k`` unexpired cache entries of a collection whose questions are nearest
+    ``vector``, nearest first, each with its cosine ``similarity``."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        row = (
+        rows = list(
             CacheEntry.objects.filter(collection_id=collection_id, expires_at__gt=timezone.now())
             .annotate(distance=CosineDistance("embedding", vector))
             .order_by("distance")
-            .values("id", "question", "answer", "generation_ms", "hits", "created_at", "distance")
-            .first()
+            .values("id", "question", "answer", "generation_ms", "hits", "created_at", "distance")[
+                :k
+            ]
         )
-    if row is None:
-        return None
-    return {**row, "similarity": 1.0 - float(row.pop("distance"))}
+    return [{**row, "similarity": 1.0 - float(row.pop("distance"))} for row in rows]

@@ -209,17 +209,38 @@ def test_the_semantic_cache_misses_then_hits_a_paraphrase(api: httpx.Client, ask
     assert hit["lookup_ms"] < miss["answer_ms"]
     other = finished_run(api, "semantic-cache", {**first, "question": "How does BPE merge pairs?"})
     assert not other["result"]["hit"]
+    # a near-copy that asks the opposite: close by cosine, refused by the word check
+    negated = {**first, "question": "What is not stored in a KV cache?"}
+    refused = finished_run(api, "semantic-cache", negated)["result"]
+    assert not refused["hit"] and refused["verify"]
+    assert any("negated" in r for c in refused["refused"] for r in c["reasons"]), refused
     sweep = hit["sweep"]
     assert len(sweep["pairs"]) >= 200
+    assert hit["threshold"] == sweep["default_threshold"]  # none given: the suggested one
     for i, t in enumerate(sweep["thresholds"]):  # recomputed from the pairs it lists
-        hits = [p for p in sweep["pairs"] if p["similarity"] >= t]
-        same = sum(p["same"] for p in hits)
-        assert sweep["hit_rate"][i] == pytest.approx(len(hits) / len(sweep["pairs"]), abs=1e-4)
-        assert sweep["precision"][i] == pytest.approx(same / len(hits) if hits else 1, abs=1e-4)
-        assert len(sweep["false_hits"][i]) == len(hits) - same
-    pairs = zip(sweep["thresholds"], sweep["precision"], strict=True)
-    reached = [t for t, p in pairs if p >= 0.95]
+        for curves, checked in ((sweep, False), (sweep["verified"], True)):
+            hits = [
+                p for p in sweep["pairs"] if p["similarity"] >= t and (p["verified"] or not checked)
+            ]
+            same = sum(p["same"] for p in hits)
+            assert curves["hit_rate"][i] == pytest.approx(len(hits) / len(sweep["pairs"]), abs=1e-4)
+            assert curves["precision"][i] == pytest.approx(
+                same / len(hits) if hits else 1, abs=1e-4
+            )
+            assert len(curves["false_hits"][i]) == len(hits) - same
+
+    def precision(pairs: list[dict], t: float) -> float:
+        hits = [p for p in pairs if p["similarity"] >= t and p["verified"]]
+        return sum(p["same"] for p in hits) / len(hits) if hits else 1.0
+
+    tune = [p for p in sweep["pairs"] if p["half"] == "tune"]  # chosen on one half…
+    reached = [t for t in sweep["thresholds"] if precision(tune, t) >= 0.95]
     assert sweep["default_threshold"] == (min(reached) if reached else max(sweep["thresholds"]))
+    report = [p for p in sweep["pairs"] if p["half"] == "report"]  # … reported on the other
+    assert sweep["at_default"]["report"]["pairs"] == len(report) > 0.4 * len(sweep["pairs"])
+    assert sweep["at_default"]["report"]["precision"] == pytest.approx(
+        precision(report, sweep["default_threshold"]), abs=1e-4
+    )
     time.sleep(13)  # past the time to live: the entry is gone
     assert not finished_run(api, "semantic-cache", again)["result"]["hit"]
 

@@ -90,10 +90,15 @@ class CollectionParams(LargeTextParams):
     name: str = Field(min_length=1, max_length=100, description="a name to find it by")
     text: str = Field(min_length=1, description="the document's text (at most 5 MB)")
     source: str = Field(default="pasted", max_length=255, description="file name, or 'pasted'")
+    redact_pii: bool = Field(
+        default=True,
+        description="replace emails, phone numbers, card numbers and IBANs before indexing",
+    )
 
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
         data: dict[str, Any] = {"name": (form.get("name") or "").strip() or "My collection"}
+        data["redact_pii"] = form.get("redact_pii") == "on"  # a checkbox, ticked by default
         upload = files.get("document")
         if upload is not None and upload.size:
             if upload.size > MAX_DOCUMENT_BYTES:
@@ -122,6 +127,15 @@ class CollectionParams(LargeTextParams):
 
     def source_name(self) -> str:
         return self.source
+
+    @model_validator(mode="after")
+    def without_pii(self) -> CollectionParams:
+        """Redact here, before the text is stored anywhere (the run's corpus included)."""
+        if self.redact_pii:
+            from learn.lab.pii import redact
+
+            self.text = redact(self.text).text
+        return self
 
 
 class AskParams(Question):
@@ -184,11 +198,25 @@ class EvalParams(CollectionChoice):
 
 
 class CacheParams(Question):
-    threshold: float = Field(
-        default=0.9, ge=0.5, le=0.999, description="cosine similarity that counts as the same"
+    threshold: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=0.999,
+        description="cosine similarity that counts as the same; empty: the threshold the "
+        "labelled pairs suggest",
+    )
+    verify: bool = Field(
+        default=True,
+        description="a hit must also pass the word-level check (numbers, negation, roles, "
+        "a replaced term)",
     )
     ttl_seconds: int = Field(default=3_600, ge=10, le=86_400, description="how long answers live")
     max_new_tokens: int = Field(default=96, ge=8, le=256)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def blank_is_suggested(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class MCTSParams(PlaygroundParams):
@@ -259,7 +287,8 @@ register(
         title="Semantic cache",
         chapter="rag-agents",
         summary="Ask, miss, generate; ask a paraphrase, hit. Precision, recall and hit rate "
-        "as the similarity threshold moves, with the false hits listed.",
+        "as the similarity threshold moves, with and without a word-level check of each hit, "
+        "and the false hits listed.",
         params=CacheParams,
         handler=f"{HANDLERS}:semantic_cache",
         queue="gpu",

@@ -31,6 +31,13 @@ def _collection(collection: str, job: Job) -> str:
     return retrieval.course_collection(job.emit) if collection == COURSE else collection
 
 
+def _placeholders(text: str) -> dict[str, int]:
+    """How many of each kind of personal data the schema redacted (its placeholders)."""
+    from learn.lab.pii import PLACEHOLDER
+
+    return {kind: text.count(mark) for kind, mark in PLACEHOLDER.items()}
+
+
 def make_collection(p: CollectionParams, job: Job) -> dict[str, Any]:
     source = retrieval.Source(p.source if p.source != "pasted" else p.name, p.source, p.text)
     try:
@@ -48,6 +55,7 @@ def make_collection(p: CollectionParams, job: Job) -> dict[str, Any]:
         "source": p.source,
         "chars": len(p.text),
         "text": p.text[: max((c.end for c in rows[0].chunks[:shown]), default=0) + 200],
+        "redacted": _placeholders(p.text) if p.redact_pii else None,
         "chunkers": {
             name: {
                 "count": len(chunks),
@@ -207,23 +215,49 @@ def evaluate(p: EvalParams, job: Job) -> dict[str, Any]:
     }
 
 
+CACHE_CANDIDATES = 5  # stored questions looked at: the nearest may be refused by the check
+
+
 def semantic_cache(p: CacheParams, job: Job) -> dict[str, Any]:
+    """Look the question up among the collection's cached questions; serve the answer of
+    the nearest one whose cosine similarity reaches the threshold and (with ``verify``)
+    that passes the word-level check, the same check the pair sweep scores; else generate
+    (retrieval + the LLM client) and store the answer for ``ttl_seconds``."""
     from learn.lab.grounding import assemble
+    from learn.lab.semcache_verify import verify
     from workers.llm_client import LLMClient
 
     collection_id = _collection(p.collection, job)
     services.purge_expired_cache()
-    job.emit("progress", pct=5, message="Embedding the question and looking in the cache")
+    job.emit("progress", pct=5, message="Scoring the threshold on the labelled pairs")
+    sweep = retrieval.pair_sweep()  # once per worker process; gives the suggested threshold
+    threshold = sweep["default_threshold"] if p.threshold is None else p.threshold
+    job.emit("progress", pct=15, message="Embedding the question and looking in the cache")
     started = time.perf_counter()
     vector = modelcache.encoder().encode([p.question])[0]
-    nearest = queries.nearest_cached(collection_id, vector)
+    candidates = queries.nearest_cached(collection_id, vector, k=CACHE_CANDIDATES)
+    looked = []
+    served: dict[str, Any] | None = None
+    for c in candidates:
+        close = c["similarity"] >= threshold
+        verdict = verify(c["question"], p.question) if close and p.verify else None
+        looked.append(
+            {
+                "question": c["question"],
+                "similarity": round(c["similarity"], 4),
+                "close": close,
+                "reasons": list(verdict.reasons) if verdict else [],
+            }
+        )
+        if close and (verdict is None or verdict.same):
+            served = c
+            break
     lookup_ms = 1000 * (time.perf_counter() - started)
-    hit = nearest is not None and nearest["similarity"] >= p.threshold
+    hit = served is not None
     answer: dict[str, Any]
-    if hit:
-        assert nearest is not None
-        services.count_cache_hit(nearest["id"])
-        answer = {"text": nearest["answer"], "ms": lookup_ms}
+    if served is not None:
+        services.count_cache_hit(served["id"])
+        answer = {"text": served["answer"], "ms": lookup_ms}
     else:
         job.emit("progress", pct=20, message="A miss: retrieving and generating an answer")
         found = retrieval.retrieve(collection_id, "recursive", p.question, vector=vector)
@@ -235,21 +269,22 @@ def semantic_cache(p: CacheParams, job: Job) -> dict[str, Any]:
         services.cache_answer(
             collection_id, p.question, vector, generated.text, answer["ms"], p.ttl_seconds
         )
-    job.emit("progress", pct=80, message="Scoring the threshold on the labelled pairs")
-    sweep = retrieval.pair_sweep()
+    shown = served or (candidates[0] if candidates else None)  # served, or the nearest
     return {
         "question": p.question,
         "hit": hit,
-        "threshold": p.threshold,
+        "threshold": threshold,
+        "suggested_threshold": p.threshold is None,
+        "verify": p.verify,
         "ttl_seconds": p.ttl_seconds,
-        "similarity": round(nearest["similarity"], 4) if nearest else None,
-        "cached_question": nearest["question"] if nearest else None,
+        "similarity": round(shown["similarity"], 4) if shown else None,
+        "cached_question": shown["question"] if shown else None,
+        "candidates": looked,
+        "refused": [c for c in looked if c["reasons"]],
         "lookup_ms": round(lookup_ms, 2),
         "answer": answer["text"],
         "answer_ms": round(answer["ms"], 1),
-        "generation_ms": round(nearest["generation_ms"], 1)
-        if hit and nearest
-        else round(answer["ms"], 1),
+        "generation_ms": round(served["generation_ms"], 1) if served else round(answer["ms"], 1),
         "sweep": sweep,
         "device": modelcache.device(),
     }
