@@ -76,8 +76,13 @@ class Playground:
         return self.start(**fields).succeeded(timeout)
 
     def screenshot(self) -> None:
-        self.root.scroll_into_view_if_needed()
-        save_screenshot(self.root, f"{self.slug}-playground")
+        """The playground's card, cut from a full-page shot: an element taller than the
+        window never counts as "stable" for Playwright's own element screenshot."""
+        box = self.root.evaluate(
+            "e => { const r = e.getBoundingClientRect();"
+            " return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}; }"
+        )
+        save_screenshot(self.root.page, f"{self.slug}-playground", full_page=True, clip=box)
 
 
 class Chapter:
@@ -151,7 +156,11 @@ def test_bad_input_shows_an_actionable_message(page, site: str) -> None:
 def test_hash_vectors_playground_shows_the_estimates(page, site: str) -> None:
     chapter = Chapter(page, site, "embeddings")
     hashing = chapter.playground("hash-vectors").run(timeout=60_000)
-    assert "exact" in hashing.locator("table.numbers").inner_text()
+    result = shown_run(site, hashing)["result"]
+    rows = hashing.locator("table.numbers tbody tr")
+    assert rows.first.locator("td").nth(1).inner_text() == f"{result['exact_jaccard']:.4f}"
+    minhash = rows.filter(has_text="MinHash (ours").locator("td")
+    assert minhash.nth(1).inner_text() == f"{result['minhash']['estimate']:.4f}"
     hashing.screenshot()
     chapter.finish()
 
@@ -224,11 +233,18 @@ def test_query_trace_and_pgvector_show_their_results(page, site: str) -> None:
     chapter = Chapter(page, site, "vector-search")
     trace = chapter.playground("query-trace").run(timeout=120_000)
     assert trace.locator("canvas[data-chart=trace]").count() == 1
-    assert "layer" in trace.locator("table.numbers").inner_text()
+    layers = shown_run(site, trace)["result"]["trace"]["layers"]
+    cells = trace.locator("table.numbers tbody tr").all()
+    shown = [[td.inner_text() for td in row.locator("td").all()[:2]] for row in cells]
+    assert shown == [[str(layer["layer"]), str(len(layer["hops"]))] for layer in layers]
     trace.screenshot()
 
     pgv = chapter.playground("pgvector").run(timeout=180_000)
-    assert "Index Scan" in pgv.locator("pre.explain").inner_text()
+    result = shown_run(site, pgv)["result"]
+    assert pgv.locator("pre.explain").inner_text().strip() == result["explain"].strip()
+    assert "Index Scan" in result["explain"]
+    recall = pgv.locator("table.numbers tbody tr").first.locator("td").nth(1).inner_text()
+    assert recall == f"{result['recall']:.3f}"
     pgv.screenshot()
     chapter.finish(screenshot=True)
 
@@ -240,7 +256,8 @@ def test_generate_streams_tokens_into_the_page(page, site: str) -> None:
     generate.locator(".generated .tok-new").first.wait_for(state="attached", timeout=60_000)
     generate.succeeded(timeout=120_000)
     assert generate.locator("canvas[data-chart=token-latency]").count() == 1
-    assert generate.locator(".generated-final").inner_text().strip()
+    final = generate.locator(".generated-final").inner_text().split()
+    assert final and final == shown_run(site, generate)["result"]["text"].split()
     generate.screenshot()
     chapter.finish()
 
@@ -307,6 +324,7 @@ def test_quantize_moe_and_speculative_render_their_results(page, site: str) -> N
 
     spec = chapter.playground("speculative").run(timeout=180_000, max_new_tokens=16)
     assert spec.locator(".spec-text .accepted").count() > 0
+    assert spec.locator(".spec-steps [data-drafted]").count() > 0  # the draft length per step
     spec.screenshot()
     chapter.finish()
 
@@ -345,6 +363,51 @@ def test_ask_the_course_streams_a_cited_answer_and_the_cache_hits_a_paraphrase(
     chapter.finish(screenshot=True)
 
 
+def test_the_prompt_lab_streams_rows_then_charts_styles_and_opens_each_prompt(
+    page, site: str
+) -> None:
+    chapter = Chapter(page, site, "rag-agents")
+    lab = chapter.playground("prompt-lab")
+    lab.locator("input[name=styles][value=chain-of-thought]").uncheck()
+    lab.start(items=2, shots=1, answer_tokens=3)
+    lab.locator(".prompt-live tbody tr").nth(3).wait_for(timeout=300_000)  # 2 items × 2 styles
+    lab.succeeded(timeout=300_000)
+    rows = lab.locator("table.prompt-styles tbody tr")
+    assert rows.count() == 2 and "zero-shot" in rows.first.inner_text()
+    assert lab.locator("svg[data-chart-svg=accuracy] rect").count() == 2
+    assert lab.locator("svg[data-chart-svg=prompt] rect").count() == 2
+    item = lab.locator("details.prompt-item").first
+    item.locator("summary").first.click()
+    run = item.locator("details.prompt-run").nth(1)  # few-shot: the example is in the prompt
+    run.locator("summary").click()
+    prompt = run.locator("pre").first.inner_text()
+    assert "[assistant]" in prompt and "Review:" in prompt
+    page.set_viewport_size({"width": 1280, "height": 2600})  # Playwright never finds an element
+    lab.screenshot()  # taller than the viewport "stable", so the whole card must fit
+    chapter.finish()
+
+
+def test_structured_output_streams_both_sides_and_marks_each_answer(page, site: str) -> None:
+    chapter = Chapter(page, site, "rag-agents")
+    so = chapter.playground("structured-output")
+    with page.expect_navigation():  # an example link reloads the chapter, form filled in
+        so.locator("a[data-example=review]").click()
+    assert '"verdict"' in so.locator("textarea[name=answer_schema]").input_value()
+    so.start(n=1, max_new_tokens=128, temperature=0.7)
+    so.locator("#so-constrained-0").wait_for(timeout=300_000)  # cards appear as answers start
+    so.succeeded(timeout=300_000)
+    rows = so.locator("table.so-answers tbody tr")
+    assert rows.count() == 2
+    assert "✓" in so.locator("tr.so-constrained td.verdict").inner_text()
+    assert so.locator(".so-bars li").count() == 2
+    assert "ms per token" in so.locator(".so-cost").inner_text()
+    # taller than the window, the playground never holds still for an element screenshot
+    # (Chromium nudges the scroll position by a fraction of a pixel each frame): fit it in
+    page.set_viewport_size({"width": 1280, "height": 2400})
+    so.screenshot()
+    chapter.finish()
+
+
 def test_a_refused_run_shows_the_servers_message_in_the_form(page, site: str) -> None:
     """A 429 (or 403, 413…) answers with the API's JSON problem: the page shows its words."""
     chapter = Chapter(page, site, "embeddings")
@@ -372,3 +435,50 @@ def test_dataset_fields_that_do_not_apply_are_greyed_out(page, site: str) -> Non
     trace.locator("input[name=dataset][value=digits]").check()
     assert n.is_disabled() and texts.is_disabled()
     chapter.finish()
+
+
+def test_the_agent_draws_its_steps_as_a_timeline(page, site: str) -> None:
+    chapter = Chapter(page, site, "rag-agents")
+    agent = chapter.playground("agent")
+    agent.locator("select[name=task_id]").select_option("calculator-1")
+    agent.start(max_steps=2)
+    agent.locator(".agent-live tr.agent-step").first.wait_for(timeout=300_000)  # streamed
+    agent.succeeded(timeout=300_000)
+    final = agent.locator(".agent-final")
+    steps = final.locator("table.agent-steps tr.agent-step")
+    assert 1 <= steps.count() <= 2
+    assert "347 * 29" in final.inner_text() and "Answer:" in final.inner_text()
+    assert final.locator("tr.agent-step td").nth(1).inner_text().startswith('{"tool"')
+    chapter.finish()
+
+
+def test_injection_streams_each_variant_and_pii_marks_catches_and_misses(page, site: str) -> None:
+    chapter = Chapter(page, site, "rag-agents")
+    inj = chapter.playground("injection")
+    inj.locator("select[name=doc]").select_option("refunds")
+    for variant in ("delimited", "schema"):
+        inj.locator(f"input[name=variants][value={variant}]").uncheck()
+    inj.start(max_new_tokens=8)
+    inj.locator("#inj-plain-answer-live").filter(has_text=" ").wait_for(timeout=300_000)
+    inj.succeeded(timeout=300_000)
+    final = inj.locator(".inj-final")
+    assert final.locator("table.inj-summary tbody tr").count() == 3  # plain, checked, allowlist
+    assert "send_email" in final.inner_text() and "refused" in final.inner_text()
+    page.set_viewport_size({"width": 1280, "height": 2400})  # no element shots past the fold
+    inj.screenshot()
+
+    redact = chapter.playground("pii-redact").run(timeout=60_000)
+    scores = redact.locator("table.pii-scores")
+    assert scores.locator("tr[data-kind]").count() == 4
+    assert redact.locator(".pii-samples mark.caught").count() > 0
+    assert redact.locator(".pii-samples mark.missed").count() > 0  # it says what it missed
+    redact.screenshot()
+    chapter.finish()
+
+
+def shown_run(site: str, playground: Playground) -> dict:
+    """The stored run (GET /api/runs/<id>) whose panel the playground shows."""
+    import httpx
+
+    panel_id = playground.locator(".run").first.get_attribute("id")  # "run-<uuid>"
+    return httpx.get(f"{site}/api/runs/{panel_id.removeprefix('run-')}").json()

@@ -6,10 +6,14 @@ here, a handler in the mirrored ``workers/handlers/<chapter>.py``, a template
 """
 
 from learn.playgrounds import (
+    agents,
     embeddings,
     inference,
+    prompting,
     rag,
+    safety,
     serving,
+    structured,
     tokens,
     transformers,
     vectors,
@@ -23,7 +27,19 @@ from learn.playgrounds.base import (
     for_chapter,
 )
 
-CHAPTER_MODULES = (embeddings, vectors, tokens, transformers, inference, rag, serving)
+CHAPTER_MODULES = (
+    embeddings,
+    vectors,
+    tokens,
+    transformers,
+    inference,
+    rag,
+    serving,
+    structured,
+    prompting,
+    agents,
+    safety,
+)
 
 __all__ = [
     "CHAPTER_MODULES",
