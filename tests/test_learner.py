@@ -248,3 +248,14 @@ def test_sign_in_attempts_are_limited_per_address(site: str) -> None:
             time.sleep(11)
         codes = [c.post("/accounts/login/", data=form).status_code for _ in range(limit + 1)]
     assert codes == [400] * limit + [429]
+
+
+def test_a_run_again_link_carries_a_json_field_as_its_text() -> None:
+    import json
+
+    from learn.templatetags.learn_tags import form_pairs
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    pairs, left_out = form_pairs({"answer_schema": schema, "n": 2})
+    assert json.loads(dict(pairs)["answer_schema"]) == schema and dict(pairs)["n"] == "2"
+    assert left_out == []

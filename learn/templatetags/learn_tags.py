@@ -7,6 +7,7 @@ code that no test runs.
 from __future__ import annotations
 
 import ast
+import json
 import textwrap
 from functools import lru_cache
 from pathlib import Path
@@ -214,6 +215,8 @@ def form_pairs(params: dict) -> tuple[list[tuple[str, str]], list[str]]:
         if key.endswith("_chars"):  # LargeTextParams: the text itself is kept elsewhere
             left_out.append(key.removesuffix("_chars"))
             continue
+        if isinstance(value, dict):  # a JSON field (structured output's schema): its text
+            value = json.dumps(value, indent=2)
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, dict | list) for v in values) or value is None:
             continue
