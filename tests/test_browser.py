@@ -206,6 +206,26 @@ def test_bpe_step_through_moves_merge_by_merge(page, site: str) -> None:
     chapter.finish(screenshot=True)
 
 
+def test_unigram_vs_bpe_trains_both_on_pasted_text_and_tables_ten_languages(
+    page, site: str
+) -> None:
+    import pydoc_data.topics
+
+    chapter = Chapter(page, site, "tokenization")
+    unigram = chapter.playground("unigram")
+    unigram.locator("input[name=source][value=pasted]").check()
+    corpus = "\n\n".join(list(pydoc_data.topics.topics.values())[:12])[:20_000]
+    unigram.locator("textarea[name=corpus]").fill(corpus[:10_000])
+    unigram.run(timeout=120_000, vocab_size=400, words="tokenization")
+    result = unigram.locator(".unigram-result")
+    assert result.locator("table.fairness tbody tr").count() == 10
+    assert "our Unigram" in result.locator("table.numbers").first.inner_text()
+    chips = result.locator("table.splits tbody tr").first.locator(".tok-chip")
+    assert chips.count() >= 2  # a rare word, split into pieces
+    unigram.screenshot()
+    chapter.finish()
+
+
 def test_index_lab_draws_recall_against_speed_while_it_runs(page, site: str) -> None:
     chapter = Chapter(page, site, "vector-search")
     lab = chapter.playground("index-lab").run(timeout=180_000, n=3000, d=16, queries=50, nlist=32)

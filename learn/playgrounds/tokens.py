@@ -140,6 +140,85 @@ class TokenCostParams(TokenizeParams):
     )
 
 
+MAX_UNIGRAM_CHARS = 300_000
+MAX_UNIGRAM_RUN = 1_000  # characters without whitespace: one lattice, one BPE chunk
+RareWord = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class UnigramParams(LargeTextParams):
+    """Unigram vs BPE: both trained on the same text at the same vocabulary size."""
+
+    large_field = "corpus"
+
+    corpus: str | None = Field(
+        default=None, description="text to train on (at most 300,000 characters), or `builtin`"
+    )
+    builtin: Literal["python-docs"] | None = Field(
+        default=None, description="the first 300,000 characters of Python's documentation"
+    )
+    vocab_size: int = Field(
+        default=1000, ge=400, le=4_000, description="tokens, the 256 bytes included"
+    )
+    words: list[RareWord] = Field(
+        default_factory=list,
+        max_length=8,
+        description="up to 8 words (no spaces) to see split; empty: rare words of the text",
+    )
+    reference: bool = Field(
+        default=True, description="also train SentencePiece's Unigram on the same text"
+    )
+
+    @classmethod
+    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "vocab_size": form.get("vocab_size") or 1000,
+            "words": [w for w in split_list(form.get("words")) for w in w.split()],
+            "reference": form.get("reference") == "on",
+        }
+        if form.get("source") == "builtin":
+            data["builtin"] = "python-docs"
+        else:
+            data["corpus"] = form.get("corpus", "")
+        return data
+
+    @field_validator("words")
+    @classmethod
+    def single_words(cls, words: list[str]) -> list[str]:
+        for word in words:
+            if len(word.split()) != 1:
+                raise ValueError(f"'{word}' is not one word: give words without spaces")
+        return words
+
+    @model_validator(mode="after")
+    def one_corpus(self) -> UnigramParams:
+        if (self.corpus is None) == (self.builtin is None):
+            raise ValueError("give either a corpus (text) or builtin='python-docs', not both")
+        if self.corpus is not None:
+            if len(self.corpus.split()) < 50:
+                raise ValueError("the text needs at least 50 words to learn a vocabulary from")
+            if len(self.corpus) > MAX_UNIGRAM_CHARS:
+                raise ValueError(
+                    f"the text has {len(self.corpus):,} characters; at most 300,000, please"
+                )
+            longest = max(self.corpus.split(), key=len)
+            if len(longest) > MAX_UNIGRAM_RUN:
+                raise ValueError(
+                    f"the text has a run of {len(longest):,} characters without a space or "
+                    f"line break (it starts '{longest[:12]}…'); at most {MAX_UNIGRAM_RUN:,}, "
+                    "please: break it into lines"
+                )
+        return self
+
+    def text(self) -> str:
+        """The corpus to train on: the pasted text, or the start of the built-in one."""
+        if self.builtin == "python-docs":
+            import pydoc_data.topics
+
+            return "\n\n".join(pydoc_data.topics.topics.values())[:MAX_UNIGRAM_CHARS]
+        assert self.corpus is not None
+        return self.corpus
+
+
 HANDLERS = "workers.handlers.tokens"
 
 register(
@@ -180,5 +259,16 @@ register(
         summary="Tokens per word and per character, context-window use and price.",
         params=TokenCostParams,
         handler=f"{HANDLERS}:token_cost",
+    ),
+    Playground(
+        slug="unigram",
+        title="Unigram vs BPE",
+        chapter="tokenization",
+        summary="Train a Unigram tokenizer (EM, then pruning) and a BPE on the same text; "
+        "compare how they split words, and what one sentence costs in ten languages.",
+        params=UnigramParams,
+        handler=f"{HANDLERS}:unigram_vs_bpe",
+        time_limit=300,
+        live=True,
     ),
 )

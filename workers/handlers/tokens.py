@@ -16,6 +16,7 @@ from learn.playgrounds.tokens import (
     BpeTrainParams,
     TokenCostParams,
     TokenizeParams,
+    UnigramParams,
 )
 from workers import modelcache
 from workers.handlers import Job
@@ -135,3 +136,115 @@ def bpe_step(p: BpeStepParams, job: Job) -> dict[str, Any]:
 
     job.emit("progress", pct=10, message="Counting pairs")
     return {"steps": step_through(p.corpus, p.steps, p.pretokenizer), "device": "cpu"}
+
+
+# ---------------------------------------------------------------------------- Unigram vs BPE
+
+
+def _timed(train: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    made = train()
+    return made, time.perf_counter() - started
+
+
+def unigram_vs_bpe(p: UnigramParams, job: Job) -> dict[str, Any]:
+    """Train our Unigram and our BPE (and, if asked, SentencePiece's Unigram) on the same
+    text at the same vocabulary size; compare them, MiniLM's WordPiece and SmolLM2's BPE
+    on that text, on a few rare words and on one sentence in ten languages."""
+    import regex
+
+    from learn.lab import unigram
+    from learn.lab.bpe import BPEConfig
+    from learn.lab.bpe_train import train_bpe
+    from learn.lab.tokenize import as_text_and_bytes, token_bytes
+
+    text = p.text()
+    job.emit("progress", pct=1, message="Training BPE")
+    bpe, bpe_seconds = _timed(lambda: train_bpe(text, BPEConfig(p.vocab_size, "gpt2")))
+    job.emit("progress", pct=10, message="Training Unigram: seed, EM, prune")
+    (model, likelihood), unigram_seconds = _timed(
+        lambda: unigram.train_unigram(
+            text, unigram.UnigramConfig(p.vocab_size), emit=scaled_emit(job.emit, 10, 80)
+        )
+    )
+
+    def bpe_tokens(s: str) -> list[str]:
+        return [piece.token for piece in bpe.encode_with_offsets(s)]
+
+    def hf_tokens(name: str) -> Any:
+        tokenizer = modelcache.reference_tokenizer(name)
+
+        def tokens(s: str) -> list[str]:
+            out = []
+            for piece in tokenizer.pieces(s):
+                raw = token_bytes(piece.token) if name == "smollm2" else None
+                out.append(as_text_and_bytes(raw) if raw is not None else piece.token)
+            return out
+
+        return tokens
+
+    rows: list[dict[str, Any]] = [
+        {"key": "bpe", "name": "our BPE", "family": "byte-level BPE, trained here",
+         "vocab_size": len(bpe), "train_seconds": round(bpe_seconds, 3), "tokens": bpe_tokens},
+        {"key": "unigram", "name": "our Unigram", "family": "Unigram (EM), trained here",
+         "vocab_size": len(model), "train_seconds": round(unigram_seconds, 3),
+         "tokens": model.tokens},
+    ]  # fmt: skip
+    agreement, reference_note = None, ""
+    if p.reference:
+        job.emit("progress", pct=82, message="Training SentencePiece's Unigram")
+        try:
+            processor, sp_seconds = _timed(lambda: unigram.train_sentencepiece(text, p.vocab_size))
+        except RuntimeError as exc:  # e.g. more distinct characters than the vocabulary
+            reason = str(exc).split("] ", 1)[-1].strip() or str(exc)
+            reference_note = f"SentencePiece refused this text: {reason}"
+        else:
+            theirs = unigram.sentencepiece_pieces(processor)
+            agreement = unigram.vocabulary_agreement(model.pieces, theirs)
+            rows.append(
+                {"key": "sentencepiece", "name": "SentencePiece Unigram",
+                 "family": "Unigram (the library), trained here",
+                 "vocab_size": processor.get_piece_size(), "train_seconds": round(sp_seconds, 3),
+                 "tokens": lambda s: processor.encode(s, out_type=str)}
+            )  # fmt: skip
+    job.emit("progress", pct=90, message="Comparing")
+    for key, label, family in (
+        ("minilm", "MiniLM", "WordPiece, pretrained"),
+        ("smollm2", "SmolLM2", "byte-level BPE, pretrained"),
+    ):
+        rows.append({"key": key, "name": label, "family": family, "tokens": hf_tokens(key)})
+
+    words = p.words or unigram.rare_words(text)
+    words_in_text = max(1, len(regex.findall(r"\w+", text)))
+    languages = [{"language": lang, "text": s, "counts": {}, "unknown": {}}
+                 for lang, s in unigram.SENTENCES.items()]  # fmt: skip
+    for row in rows:
+        tokens = row["tokens"]
+        count = len(tokens(text))
+        row["stats"] = {
+            "tokens": count,
+            "tokens_per_word": round(count / words_in_text, 3),
+            "bytes_per_token": round(len(text.encode("utf-8")) / count, 3),
+        }
+        for entry in languages:
+            found = tokens(entry["text"])
+            entry["counts"][row["key"]] = len(found)
+            entry["unknown"][row["key"]] = sum(t in {"[UNK]", "<unk>"} for t in found)
+        row["splits"] = [tokens(w) for w in words]
+        del row["tokens"]
+    english = languages[0]["counts"]
+    for entry in languages:
+        entry["ratio"] = {k: round(n / english[k], 2) for k, n in entry["counts"].items()}
+    return {
+        "vocab_size": p.vocab_size,
+        "corpus_chars": len(text),
+        "words": words,
+        "tokenizers": rows,
+        "languages": languages,
+        "largest": max(n for entry in languages for n in entry["counts"].values()),
+        "agreement": agreement,
+        "reference_note": reference_note,
+        "log_likelihood": [round(x, 1) for x in likelihood],
+        "sample": model.tokens(" ".join(text.split()[:40])),
+        "device": "cpu",
+    }
