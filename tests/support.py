@@ -15,27 +15,8 @@ def read_events(
     client: httpx.Client, run_id: str, *, last_event_id: int | None = None, timeout: float = 180
 ) -> list[dict]:
     """Every event of a run's SSE stream (JSON) until ``done``: [{id, event, data}]."""
-    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-    found: list[dict] = []
-    current: dict = {}
-    with client.stream(
-        "GET", f"/api/runs/{run_id}/events", headers=headers, timeout=timeout
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                current["id"] = int(line[4:])
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "event" in current:
-                found.append(current)
-                if current["event"] == "done":
-                    return found
-                current = {}
-    return found
+    with event_stream(client, run_id, last_event_id=last_event_id, timeout=timeout) as events:
+        return list(events)
 
 
 def start_run(client: httpx.Client, slug: str, params: dict) -> str:
@@ -80,6 +61,7 @@ def event_stream(
         "GET", f"/api/runs/{run_id}/events", headers=headers, params=query, timeout=timeout
     ) as response:
         assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
 
         def parsed() -> Iterator[dict]:
             current: dict = {}
