@@ -33,21 +33,27 @@ class Tokenizer(Protocol):  # what we need of tokenizers.Tokenizer
 
 
 class TextStream:
-    """Decode ids incrementally; hold back text while a multi-byte character is incomplete."""
+    """Decode ids incrementally; hold back text while a multi-byte character is incomplete.
+
+    Each push decodes only a short window (the previous piece and what is new), so the
+    host work per token stays constant as the output grows.
+    """
 
     def __init__(self, tokenizer: Tokenizer | None) -> None:
-        self.tokenizer, self.ids, self.sent = tokenizer, [], 0
+        self.tokenizer, self.ids = tokenizer, []
+        self._start = self._read = 0  # the window: ids[_start:_read] was sent last time
 
     def push(self, token: int) -> str:
         """Add a token; return the new text it completes ("" without a tokenizer)."""
         self.ids.append(token)
         if self.tokenizer is None:
             return ""
-        text = self.tokenizer.decode(self.ids)
+        sent = self.tokenizer.decode(self.ids[self._start : self._read])
+        text = self.tokenizer.decode(self.ids[self._start :])
         if text.endswith("\ufffd"):  # half a UTF-8 character: wait for the next token
             return ""
-        piece, self.sent = text[self.sent :], len(text)
-        return piece
+        self._start, self._read = self._read, len(self.ids)
+        return text[len(sent) :]
 
     @property
     def text(self) -> str:

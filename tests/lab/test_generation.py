@@ -259,3 +259,19 @@ def test_a_bf16_copy_of_a_model_that_has_run_generates(
     assert len(out.tokens) == 8
     assert out.tokens[:3] == greedy[:3]  # bf16 rounding may drift later, not this soon
     assert model.rope_cos.dtype == torch.float32  # the original is untouched
+
+
+def test_the_text_stream_sends_each_piece_once_and_never_half_a_character() -> None:
+    from tokenizers import Tokenizer
+
+    from learn.lab.decoding import TextStream
+    from learn.lab.llama_gguf import smollm2_tokenizer_file
+
+    tokenizer = Tokenizer.from_file(str(smollm2_tokenizer_file()))
+    text = "Hello, wörld! 你好，世界 🤖🚀 naïve café\n  indented  code()  "
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(token) for token in ids]
+    assert "".join(pieces) == tokenizer.decode(ids) == stream.text
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert pieces.count("") > 0  # the emoji's bytes span tokens: held back, then sent whole
