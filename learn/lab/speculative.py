@@ -3,10 +3,14 @@ forward pass of the real model, keep the agreeing prefix.
 
 On a memory-bound device one pass over 1 + k tokens costs about as much as a pass over
 one, because the weights are read once either way; every accepted guess is a token for
-free. Greedy only, so the output is exactly plain greedy decoding's.
+free. On a CPU a pass over a few tokens costs clearly more than one (``bench/generate.py``
+prints how much), so guesses must be good and few wasted. Greedy only, so the output is
+exactly plain greedy decoding's.
 
 - ``speculative_prompt_lookup``: the guesses are copied from earlier in the sequence
-  (``lookup_draft``): free, and good when the answer quotes the prompt.
+  (``NgramIndex``): free, and good when the answer quotes the prompt. Its draft length
+  adapts (``DraftLength``), and it does not speculate when nothing matches, so a prompt
+  with nothing to copy costs about what plain greedy costs.
 - ``speculative_draft_model``: a smaller model with the same tokenizer guesses.
 
 Models have the interface described in ``learn.lab.decoding``.
@@ -14,9 +18,11 @@ Models have the interface described in ``learn.lab.decoding``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +30,23 @@ import torch
 from learn.lab.decoding import TextStream, Tokenizer, stop_set, sync
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
+
+PROMPTS = Path(__file__).parent / "data" / "spec_prompts.json"  # written for this project
+
+
+@dataclass(frozen=True)
+class SpecPrompt:
+    name: str
+    group: str  # "grounded": the answer copies from the input; "open": it does not
+    kind: str  # code edit, quoting, extraction, summary with quotes, story, ...
+    messages: list[dict[str, str]]  # chat turns ({"role", "content"}), no system turn
+
+
+def prompt_set(group: str | None = None) -> list[SpecPrompt]:
+    """The prompts that measure speculative decoding (``data/spec_prompts.json``), all of
+    them or one ``group``."""
+    rows = json.loads(PROMPTS.read_text())["prompts"]
+    return [SpecPrompt(**r) for r in rows if group is None or r["group"] == group]
 
 
 @dataclass
@@ -56,19 +79,85 @@ class Speculation:
         return self.accepted / drafted if drafted else 0.0
 
 
-def lookup_draft(seq: Sequence[int], ngram: int, num_draft: int) -> list[int]:
-    """Prompt lookup: find the last ``n`` tokens earlier in ``seq``, propose what followed.
+def lookup_draft(seq: Sequence[int], ngram: int, num_draft: int, min_ngram: int = 1) -> list[int]:
+    """Prompt lookup, the plain way: find the last ``n`` tokens earlier in ``seq``, propose
+    what followed.
 
-    Tries n = ngram, ngram-1, ..., 1 and the most recent earlier match; returns at most
-    ``num_draft`` tokens (empty if nothing matches). Works when the answer quotes the input.
+    Tries n = ngram, ngram-1, ..., min_ngram and the most recent earlier match; returns at
+    most ``num_draft`` tokens (empty if nothing matches). Rescans the whole sequence on each
+    call; ``NgramIndex`` gives the same answer with work per token that does not grow.
     """
     L = len(seq)
-    for n in range(min(ngram, L - 1), 0, -1):
+    for n in range(min(ngram, L - 1), max(min_ngram, 1) - 1, -1):
         tail = list(seq[L - n :])
         for start in range(L - n - 1, -1, -1):  # most recent match first
             if list(seq[start : start + n]) == tail:
                 return list(seq[start + n : start + n + num_draft])
     return []
+
+
+class NgramIndex:
+    """Prompt lookup's memory, kept up to date one token at a time.
+
+    For every n-gram (min_ngram <= n <= ngram) that has a token after it, the position just
+    past its most recent occurrence. Appending a token files the n-grams that now have a
+    continuation: O(ngram) dictionary writes, however long the sequence is; a lookup is
+    one dictionary read per n. Same answers as ``lookup_draft``.
+    """
+
+    def __init__(self, tokens: Sequence[int], ngram: int, min_ngram: int = 1) -> None:
+        if not 1 <= min_ngram <= ngram:
+            raise ValueError(f"need 1 <= min_ngram <= ngram, got {min_ngram} and {ngram}")
+        self.ngram, self.min_ngram = ngram, min_ngram
+        self.seq: list[int] = []
+        self.after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after it
+        self.extend(tokens)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        for token in tokens:
+            self.seq.append(token)
+            end = len(self.seq) - 1  # the n-grams ending just before the new token
+            for n in range(self.min_ngram, min(self.ngram, end) + 1):
+                self.after[tuple(self.seq[end - n : end])] = end  # later wins: most recent
+
+    def draft(self, num_draft: int) -> list[int]:
+        """Up to ``num_draft`` tokens that followed the longest earlier match of the tail."""
+        L = len(self.seq)
+        for n in range(min(self.ngram, L - 1), self.min_ngram - 1, -1):
+            at = self.after.get(tuple(self.seq[L - n :]))
+            if at is not None:
+                return self.seq[at : at + num_draft]
+        return []
+
+
+@dataclass
+class DraftLength:
+    """How many tokens to draft next: doubles after a draft is accepted whole, halves after
+    a rejection, within [shortest, longest].
+
+    The floor is there because verifying is not free on a CPU: with PyTorch's BLAS a pass
+    over 2 or 3 tokens costs nearly what a pass over 4 does (measured by bench/generate.py),
+    so a 1-token draft rarely pays for its pass.
+    """
+
+    k: int = 8
+    shortest: int = 3
+    longest: int = 16
+
+    def __post_init__(self) -> None:
+        self.shortest = min(self.shortest, self.longest)
+        self.k = max(self.shortest, min(self.k, self.longest))
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted == 0:  # nothing was drafted: nothing learned
+            return
+        if accepted == drafted:
+            self.k = min(self.longest, 2 * self.k)
+        else:
+            self.k = max(self.shortest, self.k // 2)
 
 
 class _Verifier:
@@ -79,11 +168,12 @@ class _Verifier:
         self.cache = KVCache.for_model(model, total)
         self.valid = 0  # positions [0, valid) of the cache hold keys of accepted tokens
 
-    def predict(self, seq: list[int], last_only: bool = False) -> list[int]:
-        """Feed seq[valid:], return the greedy next token after each fed position."""
-        x = torch.tensor([seq[self.valid :]], dtype=torch.long, device=self.model.device)
-        logits = self.model(x, self.cache, self.valid, last_only=last_only)  # (1, T, vocab)
-        self.valid = len(seq)
+    def predict(self, new: list[int], last_only: bool = False) -> list[int]:
+        """Feed ``new`` at positions valid.., return the greedy next token after each one
+        (after the last only, with ``last_only``: the output layer runs for that row alone)."""
+        x = torch.tensor([new], dtype=torch.long, device=self.model.device)  # (1, T)
+        logits = self.model(x, self.cache, self.valid, last_only=last_only)  # (1, T or 1, vocab)
+        self.valid += len(new)
         return logits[0].argmax(-1).tolist()
 
 
@@ -96,8 +186,13 @@ def _speculate(
     stop_ids: Sequence[int] | None,
     tokenizer: Tokenizer | None,
     emit: Emit,
+    feedback: Callable[[int, int], None] | None = None,
 ) -> Speculation:
-    """The shared loop: propose a draft, verify it in one pass, keep the agreeing prefix."""
+    """The shared loop: propose a draft, verify it in one pass, keep the agreeing prefix.
+
+    ``propose(seq)`` sees the whole sequence so far (a list it must not change);
+    ``feedback(drafted, accepted)`` hears how each draft fared.
+    """
     stops = stop_set(model, stop_ids)
     seq = list(ids)
     target = _Verifier(model, len(seq) + max_new_tokens + 1)
@@ -127,12 +222,15 @@ def _speculate(
         t0 = time.perf_counter()
         room = max_new_tokens - len(tokens) - 1  # drafts past the limit would be wasted work
         draft = propose(seq)[: max(room, 0)]
-        # one pass over the newest token + the draft: position i predicts draft[i]
-        preds = target.predict(seq + draft)
+        # one pass over the newest token + the draft: position i predicts draft[i]; with no
+        # draft it is plain greedy's step, output layer for one row
+        preds = target.predict([seq[-1], *draft], last_only=not draft)
         a = 0
         while a < len(draft) and draft[a] == preds[a]:  # keep the agreeing prefix
             a += 1
         target.valid = len(seq) + a  # keys past the agreement belong to rejected guesses
+        if feedback is not None:
+            feedback(len(draft), a)
         ms = (time.perf_counter() - t0) * 1e3
         steps.append(SpecStep(len(draft), a, ms))
         done = take([*draft[:a], preds[a]], len(draft), a, ms)  # + the model's own token
@@ -158,27 +256,43 @@ def speculative_prompt_lookup(
     ids: Sequence[int],
     max_new_tokens: int,
     ngram: int = 3,
-    num_draft: int = 10,
+    num_draft: int = 16,
     *,
+    min_ngram: int | None = None,
+    adaptive: bool = True,
+    start_draft: int = 8,
+    shortest_draft: int = 3,
     stop_ids: Sequence[int] | None = None,
     tokenizer: Tokenizer | None = None,
     emit: Emit = no_emit,
 ) -> Speculation:
     """Greedy decoding with drafts copied from earlier in the sequence (prompt lookup).
 
-    The draft costs nothing; each step is one forward pass over 1 + len(draft) tokens,
-    which on a memory-bound device costs about as much as one token. Output equals plain
-    greedy's. Emits ``partial`` per step: ``tokens``, ``text``, ``drafted``, ``accepted``, ``ms``.
+    The draft costs nothing to make: the tail's ``ngram`` tokens (down to ``min_ngram``,
+    default ``ngram``: a short match is a weak hint) are looked up in an ``NgramIndex``.
+    No match, no speculation: the step is plain greedy's one-token pass. With ``adaptive``
+    the draft length follows ``DraftLength`` (from ``start_draft``, between
+    ``shortest_draft`` and ``num_draft``); without, every draft is ``num_draft`` long.
+    Output equals plain greedy's. Emits ``partial`` per step: ``tokens``, ``text``,
+    ``drafted``, ``accepted``, ``ms``.
     """
+    index = NgramIndex(ids, ngram, ngram if min_ngram is None else min_ngram)
+    length = DraftLength(start_draft, shortest_draft, num_draft) if adaptive else None
+
+    def propose(seq: list[int]) -> list[int]:
+        index.extend(seq[len(index) :])  # only the tokens added since the last step
+        return index.draft(length.k if length is not None else num_draft)
+
     return _speculate(
         model,
         ids,
         max_new_tokens,
-        lambda seq: lookup_draft(seq, ngram, num_draft),
+        propose,
         "prompt_lookup",
         stop_ids,
         tokenizer,
         emit,
+        feedback=length.update if length is not None else None,
     )
 
 
@@ -206,11 +320,11 @@ def speculative_draft_model(
         # seq[:-1] is verified; the draft's cache may also hold its own rejected guesses
         drafter.valid = min(drafter.valid, len(seq) - 1)
         if drafter.valid < len(seq) - 1:  # the prompt, or the last draft token once all passed
-            drafter.predict(seq[:-1], last_only=True)
-        ctx = list(seq)
+            drafter.predict(seq[drafter.valid : -1], last_only=True)
+        guesses = [seq[-1]]
         for _ in range(num_draft):  # one token per pass: the draft's cheapest shape
-            ctx.append(drafter.predict(ctx, last_only=True)[-1])
-        return ctx[len(seq) :]
+            guesses.append(drafter.predict(guesses[-1:], last_only=True)[-1])
+        return guesses[1:]
 
     return _speculate(
         target, ids, max_new_tokens, propose, "draft_model", stop_ids, tokenizer, emit
