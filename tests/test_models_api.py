@@ -88,6 +88,9 @@ def test_speculative_decoding_returns_plain_greedy_output(api: httpx.Client):
         assert pieces == result["plain"]["text"]
     assert result["lookup"]["accepted"] > 0  # the answer copies the prompt
     assert result["lookup"]["target_passes"] < len(result["plain"]["tokens"])
+    drafted = [s["drafted"] for s in result["lookup"]["steps"][1:]]  # the draft length each step
+    assert result["lookup"]["longest_draft"] == max(drafted) and max(drafted) <= 6
+    assert result["lookup"]["speculated_steps"] == sum(d > 0 for d in drafted)
 
 
 def test_sliding_window_scores_against_full_attention(api: httpx.Client):

@@ -38,17 +38,21 @@ MINILM_DIM = 384
 # ----------------------------------------------------------------------- quantization
 
 QuantModel = Literal["smollm2", "minilm"]
-VariantName = Literal["fp32", "bf16", "fp16", "int8-dynamic", "int8-weight", "int4-weight"]
+VariantName = Literal[
+    "fp32", "bf16", "fp16", "int8-dynamic", "int8-smooth", "int8-weight", "int4-weight"
+]
 VARIANT_LABELS: dict[str, str] = {
     "fp32": "fp32 (reference)",
     "bf16": "bf16 weights and activations",
     "fp16": "fp16 (CUDA only)",
-    "int8-dynamic": "int8 dynamic (PyTorch, CPU)",
+    "int8-dynamic": "int8 dynamic, one scale per tensor (PyTorch, CPU)",
+    "int8-smooth": "int8 dynamic, per token + SmoothQuant (ours, CPU)",
     "int8-weight": "int8 weight-only, per channel (ours)",
     "int4-weight": "int4 weight-only, group-wise (ours)",
 }
 CUDA_ONLY_VARIANTS = frozenset({"fp16"})
-DEFAULT_VARIANTS = ("fp32", "bf16", "int8-weight", "int4-weight")  # the quantize form's ticks
+# the quantize form's ticks: both dynamic int8s, so the outlier problem and its fix show
+DEFAULT_VARIANTS = ("fp32", "bf16", "int8-dynamic", "int8-smooth", "int8-weight", "int4-weight")
 GROUP_SIZES = (32, 64, 128, 256)  # int4 group sizes: a group shares one scale and zero
 
 # -------------------------------------------------------------------------- tokenizers

@@ -44,11 +44,21 @@ def paragraphs(limit: int = 600) -> tuple[str, ...]:
     return tuple(found[:limit])
 
 
+CPU_ONLY = ("int8-dynamic", "int8-smooth")  # int8 × int8 matmuls: CPU kernels
+CALIBRATION = 64  # texts (from the end of ``paragraphs``, never scored) to calibrate on
+
+
+def calibration_texts() -> list[str]:
+    """The paragraphs ``int8-smooth`` measures activation ranges on: the last ones, which
+    the quality measures (the first ≤ 512) never use."""
+    return list(paragraphs()[-CALIBRATION:])
+
+
 def _skip_reason(variant: str, device: str) -> str | None:
     if VARIANTS[variant].needs_cuda and device != "cuda":
         return "fp16 matmuls need a CUDA device; this worker has none"
-    if variant == "int8-dynamic" and device != "cpu":
-        return "PyTorch's dynamic int8 layers run on the CPU only"
+    if variant in CPU_ONLY and device != "cpu":
+        return "the dynamic int8 layers (PyTorch's and ours) run on the CPU only"
     return None
 
 
@@ -79,11 +89,18 @@ def bench_minilm(
     texts = list(paragraphs())[:sentences]
     encoder = Encoder(device=device)
     base_model = encoder.model
+
+    def calibrate(model: nn.Module) -> None:  # int8-smooth: run the fp32 copy on the CPU
+        encoder.model, encoder.device = model, "cpu"
+        encoder.encode(calibration_texts(), batch_size=32)
+
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
     for variant, target, step in _runnable(variants, device, "MiniLM", rows, emit):
+        # int4 de-quantizes per call on big batches; int8-smooth takes fbgemm's fast kernel
+        fused = variant == "int8-smooth"
         convert_s, model = _convert(
-            base_model.cpu(), variant, target, skip=("pooler",), fused=False
+            base_model.cpu(), variant, target, skip=("pooler",), fused=fused, calibrate=calibrate
         )
         encoder.model, encoder.device = model, target
         timing = scaled_emit(step, 10, 95, f"timing {len(texts)} texts twice")
@@ -130,10 +147,21 @@ def bench_smollm2(
     text_ids = torch.tensor([tokenizer.encode(HELD_OUT.read_text()).ids])  # (1, T)
     prompt = chat_prompt(tokenizer, BENCH_PROMPT)
     base = load_llama("cpu", torch.float32)
+    calibration = torch.tensor([tokenizer.encode(" ".join(calibration_texts())).ids[:512]])
     rows: list[dict[str, Any]] = []
     reference: torch.Tensor | None = None
     for variant, target, step in _runnable(variants, device, "SmolLM2", rows, emit):
-        convert_s, model = _convert(base, variant, target, group_size=group_size)
+        # weight-only: the packed decode kernels; int8-smooth: 8-bit activations through
+        # torch._int_mm, as fbgemm's 7-bit ones cost SmolLM2 a few % of perplexity
+        fused = variant != "int8-smooth"
+        convert_s, model = _convert(
+            base,
+            variant,
+            target,
+            group_size=group_size,
+            fused=fused,
+            calibrate=lambda m: m(calibration),
+        )
         with torch.inference_mode(), _per_block(model, step, 10, 60, "scoring held-out text"):
             logits = model(text_ids.to(target))[0, :-1].float().cpu()  # (T-1, vocab)
         targets = text_ids[0, 1:]
@@ -174,7 +202,7 @@ def _runnable(
             rows.append(_row(variant, device, skipped=reason))
             emit("partial", row=rows[-1])
             continue
-        yield variant, "cpu" if variant == "int8-dynamic" else device, step
+        yield variant, "cpu" if variant in CPU_ONLY else device, step
 
 
 @contextmanager

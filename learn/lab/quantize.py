@@ -25,6 +25,7 @@ quantization costs (perplexity, agreement, KL, a weight's error) in ``learn.lab.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -61,18 +62,35 @@ class Int4Weights(NamedTuple):
     group_size: int
 
 
-def quantize_int4(weight: Tensor, group_size: int = 64) -> Int4Weights:
-    """Asymmetric group-wise int4 of a (out, in) weight; ``in`` must divide by group_size."""
+def quantize_int4(
+    weight: Tensor, group_size: int = 64, scale_dtype: torch.dtype = torch.float32
+) -> Int4Weights:
+    """Asymmetric group-wise int4 of a (out, in) weight; ``in`` must divide by group_size.
+
+    ``scale_dtype=torch.float16`` stores each group's scale and minimum in 16 bits, as
+    GGUF's Q4_1 does (5 bits a weight at groups of 32 instead of 6); the codes are then
+    rounded against the stored values, so the half-step bound still holds.
+    """
     out_features, in_features = weight.shape
     if in_features % group_size or group_size % 2:
         raise ValueError(f"in_features {in_features} is not a multiple of {group_size}")
     w = weight.detach().float().reshape(out_features, -1, group_size)
-    low, high = w.amin(dim=-1), w.amax(dim=-1)
-    scale = ((high - low) / 15).clamp(min=1e-12)
-    codes = torch.round((w - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
-    codes = codes.reshape(out_features, in_features)
+    low = _rounded(w.amin(dim=-1), scale_dtype, down=True)  # stored minimum ≤ the true one
+    tiny = torch.finfo(scale_dtype).tiny  # the smallest normal number: no 0 scale
+    scale = _rounded(((w.amax(dim=-1) - low.float()) / 15).clamp(min=tiny), scale_dtype)
+    steps = (w - low.float()[..., None]) / scale.float()[..., None]
+    codes = torch.round(steps).clamp(0, 15).to(torch.uint8).reshape(out_features, in_features)
     packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
     return Int4Weights(packed, scale, low, group_size)
+
+
+def _rounded(x: Tensor, dtype: torch.dtype, *, down: bool = False) -> Tensor:
+    """``x`` in ``dtype``, rounded up (or down) rather than to nearest, so that the stored
+    minimum and step still cover every weight of the group."""
+    y = x.to(dtype)
+    if down:
+        return torch.where(y.float() > x, torch.nextafter(y, torch.full_like(y, -torch.inf)), y)
+    return torch.where(y.float() < x, torch.nextafter(y, torch.full_like(y, torch.inf)), y)
 
 
 def int4_codes(weights: Int4Weights) -> Tensor:
@@ -85,7 +103,7 @@ def dequantize_int4(weights: Int4Weights) -> Tensor:
     codes = int4_codes(weights).float()
     out_features, in_features = codes.shape
     grouped = codes.reshape(out_features, -1, weights.group_size)
-    w = grouped * weights.scale[..., None] + weights.minimum[..., None]
+    w = grouped * weights.scale.float()[..., None] + weights.minimum.float()[..., None]
     return w.reshape(out_features, in_features)
 
 
@@ -136,11 +154,15 @@ class Int8Linear(nn.Module):
 
 
 class Int4Linear(nn.Module):
-    """``nn.Linear`` on int4 group-wise weights (two codes a byte).
+    """``nn.Linear`` on int4 group-wise weights (two codes a byte, 16-bit scales).
 
     With PyTorch's CPU int4 kernel the codes are stored once, in the kernel's own packed
     layout (still half a byte per weight), with ``scale_zero`` (in/group, out, 2) holding
-    each group's scale and its zero point: the kernel computes ``(q - 8) · scale + zero``.
+    each group's scale and its zero point in bf16: the kernel computes
+    ``(q - 8) · scale + zero``. It is fast with bf16 activations only (on fp32 ones it takes
+    a slow path, hundreds of times slower), so the fused layer computes in bf16, as the
+    int8 one does. Without the kernel: our packed bytes, fp16 scales, de-quantize and
+    multiply.
     """
 
     def __init__(
@@ -153,19 +175,19 @@ class Int4Linear(nn.Module):
     ) -> None:
         """``weight`` (out, in) as in ``nn.Linear``; ``in`` must divide by ``group_size``."""
         super().__init__()
-        weights = quantize_int4(weight, group_size)
+        weights = quantize_int4(weight, group_size, torch.float16)
         self.out_features, self.in_features = weight.shape
         self.group_size = group_size
         self.fused = fused and _has_op("_weight_int4pack_mm_for_cpu")
         self.register_buffer("bias", None if bias is None else bias.detach().float())
         if self.fused:
             codes = int4_codes(weights).to(torch.int32)
-            zero = weights.minimum + 8 * weights.scale
-            scale_zero = torch.stack([weights.scale, zero], dim=-1).transpose(0, 1)
+            scale, low = weights.scale.float(), weights.minimum.float()
+            scale_zero = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1)
             self.register_buffer(
                 "packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
             )
-            self.register_buffer("scale_zero", scale_zero.contiguous())
+            self.register_buffer("scale_zero", scale_zero.to(torch.bfloat16).contiguous())
         else:
             self.register_buffer("packed", weights.packed)
             self.register_buffer("scale", weights.scale)
@@ -173,7 +195,7 @@ class Int4Linear(nn.Module):
 
     def _matmul(self, x: Tensor) -> Tensor:
         if self.fused:
-            flat = x.float().reshape(-1, self.in_features)
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 flat, self.packed, self.group_size, self.scale_zero
             )
@@ -189,14 +211,14 @@ class Int4Linear(nn.Module):
             weights = Int4Weights(self.packed, self.scale, self.minimum, self.group_size)
             return dequantize_int4(weights)
         # read the weight back through the kernel, a block of unit rows at a time
-        eye = torch.eye(self.in_features, device=self.packed.device)
+        eye = torch.eye(self.in_features, device=self.packed.device, dtype=torch.bfloat16)
         blocks = [
             torch.ops.aten._weight_int4pack_mm_for_cpu(
                 eye[i : i + FUSED_MAX_ROWS], self.packed, self.group_size, self.scale_zero
             )
             for i in range(0, self.in_features, FUSED_MAX_ROWS)
         ]
-        return torch.cat(blocks).T
+        return torch.cat(blocks).T.float()
 
     def dequantized(self) -> Tensor:
         """The (out, in) weight this layer multiplies by."""
@@ -217,6 +239,85 @@ class Int8Embedding(nn.Module):
 
     def lookup(self, ids: Tensor) -> Tensor:
         return self.linear.q[ids].float() * self.linear.scale[ids][..., None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+# PyTorch's CPU int4 kernel packs its (out, in) codes in blocks of 64 rows, each block
+# ``in × 32`` bytes, two rows' codes to a byte; which two depends on the CPU's vector
+# width (AVX512, AVX2 or neither), so the order within a block is read off the kernel.
+KERNEL_BLOCK = 64
+
+
+@cache
+def _kernel_nibbles(in_features: int) -> tuple[Tensor, Tensor] | None:
+    """Where the kernel's packing puts code (row r, column k) of a 64-row block:
+    ``(byte (64, in) int64 offset into the block, shift (64, in) 0 or 4)``, or None if the
+    packing is not the blocked one this expects (then the embedding keeps its own bytes).
+
+    Found by packing codes that spell out their own index in base 16, one digit a pass.
+    """
+    rows, digits = KERNEL_BLOCK, 4  # 16**4 > 64 · in for any in_features ≤ 1,024
+    index = torch.arange(rows * in_features, dtype=torch.int64).reshape(rows, in_features)
+    found = torch.zeros(rows * in_features, dtype=torch.int64)  # the index in each nibble
+    for d in range(digits):
+        codes = ((index >> (4 * d)) & 0xF).to(torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1).flatten()
+        nibbles = torch.stack([packed & 0x0F, packed >> 4], dim=-1).flatten()  # slot order
+        found |= nibbles.to(torch.int64) << (4 * d)
+    slot = torch.empty_like(found)
+    slot[found] = torch.arange(found.numel())
+    slot = slot.reshape(rows, in_features)
+    byte, shift = slot // 2, (slot % 2) * 4
+    # check on two blocks of random codes that gathering rows gives them back
+    codes = torch.randint(0, 16, (2 * rows, in_features), dtype=torch.int32)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1).flatten()
+    r = torch.arange(2 * rows)
+    offset = (r // rows * rows * in_features // 2)[:, None] + byte[r % rows]
+    back = (packed[offset] >> shift[r % rows].to(torch.uint8)) & 0x0F
+    if not torch.equal(back.to(torch.int32), codes):
+        return None
+    return byte, shift.to(torch.uint8)
+
+
+class Int4Embedding(nn.Module):
+    """A tied (vocab, C) table in int4, groups of ``group_size`` along C, 16-bit scales.
+
+    ``forward`` is the output projection (logits = x · tableᵀ) through :class:`Int4Linear`;
+    ``lookup`` gathers the rows asked for straight from the same packed nibbles, with their
+    groups' scales and zero points, so the table is stored once, at half a byte a weight.
+    """
+
+    def __init__(self, table: Tensor, group_size: int = 64, *, fused: bool = True) -> None:
+        """``table`` (vocab, C); C must divide by ``group_size``."""
+        super().__init__()
+        vocab, dim = table.shape
+        nibbles = _kernel_nibbles(dim) if fused and _has_op("_weight_int4pack_mm_for_cpu") else None
+        self.fused = nibbles is not None and vocab % KERNEL_BLOCK == 0
+        self.linear = Int4Linear(table, group_size=group_size, fused=self.fused)
+        self.dim, self.group_size = dim, group_size
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """ids (...) -> rows (..., C) float32."""
+        lin, g = self.linear, self.group_size
+        if self.fused:
+            found = _kernel_nibbles(self.dim)
+            assert found is not None
+            byte, shift = found
+            row = ids % KERNEL_BLOCK
+            start = (ids // KERNEL_BLOCK) * (KERNEL_BLOCK * self.dim // 2)  # the block's bytes
+            packed = lin.packed.flatten()
+            codes = (packed[start[..., None] + byte[row]] >> shift[row]) & 0x0F  # (..., C)
+            scale, zero = lin.scale_zero[:, ids].float().unbind(-1)  # (C/g, ...) each
+            scale, zero = scale.movedim(0, -1), zero.movedim(0, -1)  # (..., C/g)
+            grouped = (codes.float() - 8).unflatten(-1, (-1, g))  # (..., C/g, g)
+            return (grouped * scale[..., None] + zero[..., None]).flatten(-2)
+        low, high = lin.packed[ids] & 0x0F, lin.packed[ids] >> 4  # (..., C/2) each
+        codes = torch.stack([low, high], dim=-1).flatten(-2).float()  # (..., C)
+        grouped = codes.unflatten(-1, (-1, g))  # (..., C/g, g)
+        scale, low_ = lin.scale[ids].float(), lin.minimum[ids].float()  # (..., C/g)
+        return (grouped * scale[..., None] + low_[..., None]).flatten(-2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)

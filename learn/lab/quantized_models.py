@@ -1,10 +1,12 @@
 """Whole models at each precision: a quantized copy of a model, and its weight bytes.
 
 ``quantized_copy(model, variant)`` deep-copies a model and converts it: fp32, bf16 and
-fp16 by casting; ``int8-dynamic`` through PyTorch's dynamic quantization (CPU only); and
-``int8-weight`` / ``int4-weight`` by swapping every linear layer for our runtime layers
-from ``learn.lab.quantize`` (gpt-fast's ``convert_for_runtime`` step). The variant names
-and labels are ``learn.lab.facts``'s, so the forms offer exactly these.
+fp16 by casting; ``int8-dynamic`` through PyTorch's dynamic quantization (CPU only, one
+activation scale per tensor); ``int8-smooth``, our dynamic int8 with per-token scales
+after SmoothQuant's migration (``learn.lab.smoothquant``), calibrated on texts the caller
+runs; and ``int8-weight`` / ``int4-weight`` by swapping every linear layer for our runtime
+layers from ``learn.lab.quantize`` (gpt-fast's ``convert_for_runtime`` step). The variant
+names and labels are ``learn.lab.facts``'s, so the forms offer exactly these.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from learn.lab.facts import CUDA_ONLY_VARIANTS, VARIANT_LABELS, VariantName
-from learn.lab.quantize import Int4Linear, Int8Embedding, Int8Linear
+from learn.lab.quantize import Int4Embedding, Int4Linear, Int8Embedding, Int8Linear
+from learn.lab.smoothquant import ALPHA, Int8DynamicLinear, smoothing_factors
 
 
 @dataclass(frozen=True)
@@ -53,21 +56,50 @@ def linear_weight(module: nn.Module) -> tuple[Tensor, Tensor | None] | None:
 
 def replace_linears(
     model: nn.Module,
-    make: Callable[[Tensor, Tensor | None], nn.Module],
+    make: Callable[..., nn.Module],
     *,
     skip: tuple[str, ...] = (),
+    named: bool = False,
 ) -> int:
     """Swap every linear layer (except names containing a ``skip`` entry) in place for
-    ``make(weight (out, in), bias)``; returns how many were swapped."""
+    ``make(weight (out, in), bias)`` (``make(weight, bias, name)`` when ``named``);
+    returns how many were swapped."""
     swapped = 0
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             found = linear_weight(child)
             if found is not None and not any(s in full for s in skip):
-                setattr(module, child_name, make(*found))
+                setattr(module, child_name, make(*found, full) if named else make(*found))
                 swapped += 1
     return swapped
+
+
+def activation_absmax(model: nn.Module, run: Callable[[nn.Module], object]) -> dict[str, Tensor]:
+    """max |x_j| over every token of ``run(model)``, per input channel j of each linear
+    layer: ``{layer name: (in,) float32}``, the statistics SmoothQuant calibrates with."""
+    found: dict[str, Tensor] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_: nn.Module, args: tuple[Tensor, ...]) -> None:
+            x = args[0].detach().float()
+            seen = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).cpu()  # (in,)
+            found[name] = seen if name not in found else torch.maximum(found[name], seen)
+
+        return hook
+
+    handles = [
+        module.register_forward_pre_hook(record(name))
+        for name, module in model.named_modules()
+        if linear_weight(module) is not None
+    ]
+    try:
+        with torch.inference_mode():
+            run(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
 
 
 def quantized_copy(
@@ -77,12 +109,18 @@ def quantized_copy(
     group_size: int = 64,
     skip: tuple[str, ...] = (),
     fused: bool = True,
+    calibrate: Callable[[nn.Module], object] | None = None,
+    alpha: float = ALPHA,
 ) -> nn.Module:
     """A copy of ``model`` (on the CPU or its device) at ``variant`` precision.
 
     ``fused`` lets the int4 layers use PyTorch's packed CPU kernel: right for decoding a
     few tokens at a time; for big batches (embedding many texts) de-quantizing per call
     and using the float matmul is faster, so pass ``fused=False`` there.
+    For ``int8-smooth``, ``fused`` picks fbgemm's int8 kernel (fast, 7-bit activations)
+    over ``torch._int_mm`` (8-bit, exact sums, slower on most CPUs). It needs
+    ``calibrate(model)``, which runs the fp32 copy on a few inputs (not the ones it will be
+    scored on) so each layer's input range can be measured.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: one of {[*VARIANTS]}")
@@ -101,12 +139,26 @@ def quantized_copy(
             warnings.simplefilter("ignore")  # per-channel scales: one outlier row spoils less
             spec = {nn.Linear: per_channel_dynamic_qconfig}
             return quantize_dynamic(copied.float().cpu(), spec, dtype=torch.qint8)
+    if variant == "int8-smooth":
+        if calibrate is None:
+            raise ValueError("int8-smooth needs calibrate(model) to measure activations")
+        copied = copied.float().cpu()
+        absmax = activation_absmax(copied, calibrate)
+
+        def smoothed(w: Tensor, b: Tensor | None, name: str) -> nn.Module:
+            s = smoothing_factors(absmax[name], w, alpha) if name in absmax else None
+            return Int8DynamicLinear(w, b, smooth=s, fused=fused)
+
+        replace_linears(copied, smoothed, skip=skip, named=True)
+        return copied
     tie = getattr(copied, "quantize_tied_embedding", None)
-    if tie is not None:  # the tied table: int8 in both schemes (rows must be gathered)
-        tie(lambda table: Int8Embedding(table, fused=fused))
     if variant == "int8-weight":
+        if tie is not None:  # the tied table: rows gathered for inputs, a matmul for logits
+            tie(lambda table: Int8Embedding(table, fused=fused))
         replace_linears(copied, lambda w, b: Int8Linear(w, b, fused=fused), skip=skip)
         return copied
+    if tie is not None:
+        tie(lambda table: Int4Embedding(table, group_size, fused=fused))
     replace_linears(copied, lambda w, b: Int4Linear(w, b, group_size, fused=fused), skip=skip)
     return copied
 
@@ -121,7 +173,8 @@ def _plain_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
 
 def weight_bytes(model: nn.Module) -> int:
     """Bytes held by parameters and buffers (each storage once), plus the int8 weights that
-    PyTorch's dynamic-quantized layers keep in packed form outside both."""
+    fbgemm keeps in packed form outside both (PyTorch's dynamic layers and our fused
+    ``Int8DynamicLinear``)."""
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
@@ -131,13 +184,17 @@ def weight_bytes(model: nn.Module) -> int:
             total += tensor.untyped_storage().nbytes()
     for module in model.modules():
         packed = getattr(module, "_packed_params", None)
-        if packed is not None and hasattr(packed, "_weight_bias"):
+        if isinstance(module, Int8DynamicLinear) and module.fused:
+            weight, bias = packed.unpack()  # fbgemm's packed codes, our layer's only copy
+        elif packed is not None and hasattr(packed, "_weight_bias"):
             weight, bias = packed._weight_bias()
-            total += weight.numel()  # int8 codes
-            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                scales, zeros = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
-                total += scales.numel() * scales.element_size() + zeros.numel() * 8
-            else:
-                total += 16  # one scale and one zero point
-            total += 0 if bias is None else bias.numel() * bias.element_size()
+        else:
+            continue
+        total += weight.numel()  # int8 codes
+        if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scales, zeros = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+            total += scales.numel() * scales.element_size() + zeros.numel() * 8
+        else:
+            total += 16  # one scale and one zero point
+        total += 0 if bias is None else bias.numel() * bias.element_size()
     return total

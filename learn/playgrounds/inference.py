@@ -90,8 +90,21 @@ class SpeculativeParams(PlaygroundParams):
         max_length=3_000,
     )
     max_new_tokens: int = Field(default=64, ge=1, le=200)
-    ngram: int = Field(default=3, ge=1, le=8, description="prompt lookup: n-gram to match")
-    num_draft: int = Field(default=8, ge=1, le=16, description="tokens drafted per step")
+    ngram: int = Field(
+        default=3, ge=1, le=8, description="prompt lookup: tokens of the tail that must match"
+    )
+    num_draft: int = Field(
+        default=16,
+        ge=1,
+        le=16,
+        description="tokens drafted per step: the most (adaptive) or always (fixed); "
+        "the draft model drafts at most 8",
+    )
+    adaptive: bool = Field(
+        default=True,
+        description="prompt lookup: start at 8 tokens, double the draft after a full "
+        "acceptance and halve it after a rejection (never below 3)",
+    )
     draft: Literal["fp16", "layers"] = Field(
         default="fp16", description="draft model: an fp16 copy, or the first draft_layers layers"
     )
@@ -156,7 +169,9 @@ def matrix_inputs(model: str, matrix: str) -> int:
 
 class QuantizeParams(PlaygroundParams):
     model: QuantModel = "smollm2"
-    variants: list[VariantName] = Field(default=list(DEFAULT_VARIANTS), min_length=1, max_length=6)
+    variants: list[VariantName] = Field(
+        default=list(DEFAULT_VARIANTS), min_length=1, max_length=len(get_args(VariantName))
+    )
     group_size: int = Field(default=32, description=GROUP_SIZE_HELP)
     new_tokens: int = Field(default=32, ge=8, le=128, description="SmolLM2: tokens timed")
     sentences: int = Field(default=256, ge=32, le=512, description="MiniLM: texts embedded")

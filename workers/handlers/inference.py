@@ -168,7 +168,15 @@ def speculative(p: SpeculativeParams, job: Job) -> dict[str, Any]:
         return fn
 
     lookup = speculative_prompt_lookup(
-        model, ids, n, p.ngram, p.num_draft, tokenizer=tokenizer, emit=tagged("lookup")
+        model,
+        ids,
+        n,
+        p.ngram,
+        p.num_draft,
+        adaptive=p.adaptive,
+        min_ngram=p.ngram if p.adaptive else 1,  # fixed: any match drafts, as first written
+        tokenizer=tokenizer,
+        emit=tagged("lookup"),
     )
     if p.draft == "fp16":
         label = "an fp16 copy of the model"
@@ -190,6 +198,9 @@ def speculative(p: SpeculativeParams, job: Job) -> dict[str, Any]:
             {"text": tokenizer.decode(step_tokens), "accepted": accepted}
             for step_tokens, accepted in _pieces(spec)
         ]
+        decode_steps = spec.steps[1:]  # step 0 is the prefill
+        out["longest_draft"] = max([s.drafted for s in decode_steps], default=0)
+        out["speculated_steps"] = sum(s.drafted > 0 for s in decode_steps)
         return out
 
     return {
@@ -270,7 +281,17 @@ def quantize(p: QuantizeParams, job: Job) -> dict[str, Any]:
             new_tokens=p.new_tokens,
             emit=job.emit,
         )
-    return {"model": p.model, "rows": rows, "group_size": p.group_size, "device": job.device}
+    by = {r["variant"]: r for r in rows if not r["skipped"]}
+    # PyTorch's one-scale-per-tensor int8 next to ours (per token, after SmoothQuant)
+    pair = [by[v] for v in ("int8-dynamic", "int8-smooth") if v in by]
+    outliers = {"problem": pair[0], "fix": pair[1]} if len(pair) == 2 else None
+    return {
+        "model": p.model,
+        "rows": rows,
+        "group_size": p.group_size,
+        "device": job.device,
+        "outliers": outliers,
+    }
 
 
 MATRICES = {
