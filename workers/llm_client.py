@@ -166,14 +166,20 @@ class LLMClient:
         *,
         max_tokens: int,
         temperature: float = 0.0,
+        seed: int | None = None,
         on_delta: OnDelta | None = None,
     ) -> Completion:
         """Answer the conversation ``messages`` with at most ``max_tokens`` new tokens,
-        passing each piece of text to ``on_delta`` as it arrives."""
+        passing each piece of text to ``on_delta`` as it arrives. ``seed`` makes SmolLM2's
+        sampling here reproducible; a server seeds its own sampling."""
         on_delta = on_delta or _ignore
         if self.base_url is None:
             return local_chat(
-                messages, max_tokens=max_tokens, temperature=temperature, on_delta=on_delta
+                messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+                on_delta=on_delta,
             )
         return self._remote_chat(messages, max_tokens, temperature, on_delta)
 

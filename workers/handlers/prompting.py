@@ -1,8 +1,8 @@
 """Chapter 6's prompt lab: every chosen style on the chosen items, scored as each ends.
 
-Generation is SmolLM2 on this worker (``local_chat``, seeded, so self-consistency's
-samples are reproducible), or an OpenAI-compatible server when ``FP_LLM_BASE_URL`` is set
-(``LLMClient``, which samples with the server's own seeding).
+Generation goes through ``LLMClient``: SmolLM2 on this worker (seeded, so
+self-consistency's samples are reproducible), or an OpenAI-compatible server when
+``FP_LLM_BASE_URL`` is set (which samples with its own seeding).
 """
 
 from __future__ import annotations
@@ -37,12 +37,8 @@ class Backend:
         max_tokens: int,
     ) -> Any:
         from learn.lab.prompting import Reply
-        from workers.llm_client import local_chat
 
-        if self.llm.remote:  # the server seeds its own sampling
-            done = self.llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
-        else:
-            done = local_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        done = self.llm.chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
         self.device = done.device
         return Reply(done.text, done.completion_tokens, done.ms, done.prompt_tokens)
 
