@@ -32,11 +32,17 @@ def finished_run(client: httpx.Client, slug: str, params: dict) -> dict:
 
 def succeeded(client: httpx.Client, run_id: str, *, timeout: float = 180) -> dict:
     """Follow a started run's events to the end; return the stored run, which succeeded."""
+    return followed(client, run_id, timeout=timeout)[0]
+
+
+def followed(client: httpx.Client, run_id: str, *, timeout: float = 180) -> tuple[dict, list[dict]]:
+    """Follow a started run's events to the end: (the stored run, which succeeded; every
+    event it streamed)."""
     events = read_events(client, run_id, timeout=timeout)
-    assert events[-1]["event"] == "done", events
+    assert events and events[-1]["event"] == "done", events
     run = client.get(f"/api/runs/{run_id}").json()
     assert run["status"] == "succeeded", run
-    return run
+    return run, events
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.support import read_events, start_run
+from tests.support import followed, read_events, start_run
 
 
 def test_an_agent_run_streams_its_steps_and_calls_a_real_tool(api: httpx.Client) -> None:
@@ -47,9 +47,7 @@ def test_the_evaluation_scores_each_configuration_on_the_task_set(api: httpx.Cli
     from learn.lab.agent import is_correct, task_set
 
     run_id = start_run(api, "agent", {"mode": "evaluate", "eval_tasks": 1})
-    events = read_events(api, run_id, timeout=300)
-    run = api.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "succeeded", run
+    run, events = followed(api, run_id, timeout=300)
     result = run["result"]
     item = task_set()["tasks"][0]
     (row,) = result["rows"]

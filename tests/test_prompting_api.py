@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support import read_events, start_run
+from tests.support import followed, read_events, start_run
 
 TINY = {"eval_set": "sentiment", "styles": ["zero-shot", "few-shot"], "items": 2, "shots": 1,
         "answer_tokens": 3, "seed": 7}  # fmt: skip
@@ -15,10 +15,7 @@ TINY = {"eval_set": "sentiment", "styles": ["zero-shot", "few-shot"], "items": 2
 @pytest.fixture(scope="module")
 def tiny(site: str) -> dict:
     with httpx.Client(base_url=site, timeout=60) as client:
-        run_id = start_run(client, "prompt-lab", TINY)
-        events = read_events(client, run_id, timeout=300)
-        run = client.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "succeeded", run
+        run, events = followed(client, start_run(client, "prompt-lab", TINY), timeout=300)
     return {"run": run, "events": events}
 
 

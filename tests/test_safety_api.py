@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support import finished_run, read_events, start_run, succeeded
+from tests.support import finished_run, followed, start_run, succeeded
 
 
 @pytest.fixture(scope="module")
@@ -15,10 +15,7 @@ def injected(site: str) -> dict:
     """One run: the library collection's attack under plain, schema and checked."""
     with httpx.Client(base_url=site, timeout=60) as client:
         params = {"doc": "library", "variants": ["checked", "plain", "schema"], "max_new_tokens": 8}
-        run_id = start_run(client, "injection", params)
-        events = read_events(client, run_id, timeout=600)
-        run = client.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "succeeded", run
+        run, events = followed(client, start_run(client, "injection", params), timeout=600)
     return {"run": run, "events": events}
 
 

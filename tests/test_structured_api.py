@@ -9,7 +9,7 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.support import read_events, start_run
+from tests.support import followed, read_events, start_run
 
 VERDICT = {  # short answers, so the run fits a few seconds of CPU
     "type": "object",
@@ -33,10 +33,7 @@ def _nested(depth: int) -> dict:
 def test_constrained_answers_all_validate_and_stream_as_made(api: httpx.Client) -> None:
     params = {"answer_schema": VERDICT, "prompt": "Rate a cheap umbrella that broke in a week.",
               "n": 2, "max_new_tokens": 40, "temperature": 0.9, "seed": 7}  # fmt: skip
-    run_id = start_run(api, "structured-output", params)
-    events = read_events(api, run_id, timeout=300)
-    run = api.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "succeeded", run
+    run, events = followed(api, start_run(api, "structured-output", params), timeout=300)
     result = run["result"]
     answers = result["answers"]
     assert [(a["side"], a["index"]) for a in answers] == [

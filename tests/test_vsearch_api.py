@@ -13,6 +13,7 @@ from tests.support import (
     active_tasks,
     event_stream,
     finished_run,
+    followed,
     read_events,
     start_run,
     take_until,
@@ -25,10 +26,7 @@ SMALL = {"n": 2_000, "d": 16, "clusters": 10, "queries": 50, "seed": 3}
 def test_the_index_lab_measures_every_index_and_streams_points(api: httpx.Client) -> None:
     indexes = ["flat", "kdtree", "hnsw", "hnswlib", "ivf_flat", "faiss_ivf_flat", "sq8", "pq"]
     params = {**SMALL, "indexes": indexes, "nlist": 16, "pq_m": 4}
-    run_id = start_run(api, "index-lab", params)
-    events = read_events(api, run_id)
-    run = api.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "succeeded", run
+    run, events = followed(api, start_run(api, "index-lab", params))
     result = run["result"]
     by_name = {ix["index"]: ix for ix in result["indexes"]}
     assert list(by_name) == indexes and result["device"] == "cpu"
