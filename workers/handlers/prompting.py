@@ -96,10 +96,28 @@ def prompt_lab(p: PromptLabParams, job: Job) -> dict[str, Any]:
     )
     total_s = time.perf_counter() - started
     most = {key: max(r[key] for r in summary) or 1 for key in ("mean_tokens", "mean_prompt_tokens")}
-    for row in summary:  # bar lengths for the page's charts, in % of the longest bar
-        row["accuracy_pct"] = round(100 * row["accuracy"], 1)
-        row["tokens_pct"] = round(100 * row["mean_tokens"] / most["mean_tokens"], 1)
-        row["prompt_pct"] = round(100 * row["mean_prompt_tokens"] / most["mean_prompt_tokens"], 1)
+    charts = {  # the page's bar charts: bar lengths in % of the longest bar, labels pre-formatted
+        "accuracy": [
+            {"label": r["style"], "pct": 100 * r["accuracy"], "text": f"{r['accuracy']:.0%}"}
+            for r in summary
+        ],
+        "tokens": [
+            {
+                "label": r["style"],
+                "pct": 100 * r["mean_tokens"] / most["mean_tokens"],
+                "text": f"{r['mean_tokens']:.1f}",
+            }
+            for r in summary
+        ],
+        "prompt": [
+            {
+                "label": r["style"],
+                "pct": 100 * r["mean_prompt_tokens"] / most["mean_prompt_tokens"],
+                "text": f"{r['mean_prompt_tokens']:.0f}",
+            }
+            for r in summary
+        ],
+    }
     by_item: dict[str, list[dict[str, Any]]] = {item["id"]: [] for item in items}
     for r in results:
         by_item[r.item].append(as_json(r))
@@ -109,6 +127,7 @@ def prompt_lab(p: PromptLabParams, job: Job) -> dict[str, Any]:
         "kind": task.kind,
         "labels": list(task.labels),
         "styles": summary,
+        "charts": charts,
         "items": [
             {
                 "number": i + 1,
