@@ -141,3 +141,6 @@ def _share_cores(**_: Any) -> None:
         from learn.lab.vindex.warm import warm
 
         warm()  # numba's compiled indexes: from the disk cache, or compiled once per machine
+        from learn.lab.smollm2_text import smollm2_tokenizer_file
+
+        smollm2_tokenizer_file()  # built once per machine; the web reads it to count tokens

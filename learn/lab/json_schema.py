@@ -248,3 +248,14 @@ def check_answer(text: str, schema: dict[str, Any]) -> Check:
         return Check(False, False, f"not JSON: {exc}", buried)
     error = _first_error(value, schema)
     return Check(True, not error, error, False)
+
+
+def instructions(prompt: str, schema: dict[str, Any]) -> list[dict[str, str]]:
+    """The chat messages both sides get (the default system turn is added by the template)."""
+    return [
+        {
+            "role": "user",
+            "content": f"{prompt}\n\nReply with only a JSON object that follows this JSON "
+            f"Schema:\n{json.dumps(schema, separators=(',', ':'))}",
+        }
+    ]

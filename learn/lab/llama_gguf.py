@@ -5,14 +5,13 @@ llama.cpp converter's RoPE permutation of the Q and K projections is undone; the
 are renamed, fused (Q, K, V into one matrix; gate and up into another) and transposed to
 our (in, out) layout, then saved once as safetensors under ``cache_dir()/smollm2-135m/``,
 so later loads take a fraction of a second. The tokenizer and the chat template come from
-the same file.
+the same file (``learn.lab.smollm2_text``, which needs no torch).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +22,35 @@ from torch import Tensor
 
 from learn.lab.llama import Llama, LlamaConfig
 from learn.lab.models import cache_dir, smollm2_gguf
+from learn.lab.smollm2_text import (  # the text side, torch-free, kept importable from here
+    SYSTEM_PROMPT,
+    chat_ids,
+    chat_prompt,
+    chat_text,
+    load_tokenizer,
+    smollm2_tokenizer_file,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+__all__ = [  # the chat helpers are re-exported: callers may keep importing them from here
+    "SYSTEM_PROMPT",
+    "chat_ids",
+    "chat_prompt",
+    "chat_text",
+    "config_from_gguf",
+    "convert_gguf",
+    "converted_weights",
+    "load_llama",
+    "load_smollm2",
+    "load_tokenizer",
+    "smollm2_tokenizer_file",
+    "unpermute_rope",
+]
+
 CACHE_NAME = "smollm2-135m"
 FORMAT_VERSION = 2  # bump when the saved layout changes, so old caches are re-converted
-SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 def config_from_gguf(fields: dict[str, Any]) -> LlamaConfig:
@@ -141,53 +162,6 @@ def load_llama(device: str | torch.device = "cpu", dtype: torch.dtype | None = N
     return Llama.from_state_dict(cfg, {k: v.to(dtype) for k, v in sd.items()})
 
 
-def load_tokenizer() -> Tokenizer:
-    """SmolLM2's byte-level BPE (``tokenizers.Tokenizer``), from the model store."""
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(smollm2_tokenizer_file()))
-
-
 def load_smollm2(device: str | torch.device = "cpu") -> tuple[Llama, Tokenizer]:
     """(model, tokenizer): SmolLM2-135M-Instruct on ``device``, from local files only."""
     return load_llama(device), load_tokenizer()
-
-
-def chat_prompt(tokenizer: Tokenizer, user_text: str, system: str = SYSTEM_PROMPT) -> list[int]:
-    """Token ids of SmolLM2's chat template with one user turn, ready for the reply."""
-    turns = [{"role": "system", "content": system}, {"role": "user", "content": user_text}]
-    return chat_ids(tokenizer, turns)
-
-
-def chat_text(messages: Sequence[Mapping[str, str]], system: str = SYSTEM_PROMPT) -> str:
-    """SmolLM2's chat template over ``messages`` ({"role", "content"} each), ready for the
-    reply: the same text as the GGUF's Jinja template with ``add_generation_prompt=True``
-    (which adds the default system turn when the first message is not one)."""
-    turns = list(messages)
-    if turns and turns[0]["role"] != "system":
-        turns.insert(0, {"role": "system", "content": system})
-    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in turns)
-    return body + "<|im_start|>assistant\n"
-
-
-def chat_ids(tokenizer: Tokenizer, messages: Sequence[Mapping[str, str]]) -> list[int]:
-    """Token ids of ``chat_text(messages)``; the template's markers are special tokens."""
-    return tokenizer.encode(chat_text(messages), add_special_tokens=False).ids
-
-
-def smollm2_tokenizer_file() -> Path:
-    """SmolLM2's byte-level BPE as an HF ``tokenizer.json``, converted from the GGUF once.
-
-    The conversion (transformers reads the GGUF's vocabulary and merges) takes seconds;
-    the cached file loads with ``tokenizers.Tokenizer.from_file`` in milliseconds.
-    """
-    gguf = smollm2_gguf()
-    target = cache_dir() / f"{gguf.stem}.tokenizer.json"
-    if not target.is_file():
-        from transformers import AutoTokenizer  # heavy: only on the first conversion
-
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        partial = target.with_suffix(".tmp")
-        tokenizer.backend_tokenizer.save(str(partial))
-        partial.replace(target)  # atomic: a concurrent reader never sees half a file
-    return target

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
 from learn.lab.events import Emit, no_emit
+from learn.lab.smollm2_text import SYSTEM_PROMPT
 
 DATA = Path(__file__).parent / "data" / "prompt_sets.json"
-# SmolLM2's own default system turn (learn.lab.llama_gguf.SYSTEM_PROMPT, which imports
-# torch; a lab test checks the two agree): what every style but "system" starts with.
-DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+DEFAULT_SYSTEM = SYSTEM_PROMPT  # SmolLM2's own: what every style but "system" starts with
 
 Style = Literal["zero-shot", "few-shot", "chain-of-thought", "self-consistency", "system"]
 BASE_STYLES: tuple[str, ...] = ("zero-shot", "few-shot", "chain-of-thought", "self-consistency")

@@ -8,14 +8,13 @@ see the same messages: the prompt, then the schema and a request for JSON only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from learn.lab.constrained import json_constraint
 from learn.lab.decoding import generate
 from learn.lab.events import Emit, no_emit
-from learn.lab.json_schema import check_answer
+from learn.lab.json_schema import check_answer, instructions
 from learn.lab.llama_gguf import chat_ids
 
 SIDES = ("plain", "constrained")
@@ -37,17 +36,6 @@ class Answer:
     valid: bool
     error: str
     buried: bool  # invalid as it stands, but a valid object can be cut out of the text
-
-
-def instructions(prompt: str, schema: dict[str, Any]) -> list[dict[str, str]]:
-    """The chat messages both sides get (the default system turn is added by the template)."""
-    return [
-        {
-            "role": "user",
-            "content": f"{prompt}\n\nReply with only a JSON object that follows this JSON "
-            f"Schema:\n{json.dumps(schema, separators=(',', ':'))}",
-        }
-    ]
 
 
 def answer(

@@ -1,9 +1,8 @@
 """Chapter 6, prompt engineering: the prompt lab (zero-shot, few-shot, chain of thought,
 self-consistency and your own system prompt, scored on built-in eval sets).
 
-Every bound is checked here, before anything is queued; the one bound that needs
-SmolLM2's tokenizer (the system prompt's length in tokens) is checked by the worker
-before it asks the first item, since the web process loads no model tokenizer.
+Every bound is checked here, before anything is queued, the system prompt's length in
+SmolLM2 tokens too (the tokenizer needs no torch).
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ from django.utils.datastructures import MultiValueDict
 from pydantic import Field, field_validator, model_validator
 
 from learn.lab.prompting import REASONING, Style
+from learn.lab.smollm2_text import count_tokens
 from learn.playgrounds.base import Playground, PlaygroundParams, Seed, register
 
 SETS = ("sentiment", "arithmetic")
 BaseStyle = Literal["zero-shot", "few-shot", "chain-of-thought", "self-consistency"]
 MAX_ITEMS = 20
 MAX_SYSTEM_CHARS = 1_000
-MAX_SYSTEM_TOKENS = 200  # SmolLM2 tokens, checked on the worker
+MAX_SYSTEM_TOKENS = 200  # SmolLM2 tokens
 MAX_RUN_TOKENS = 12_000  # new tokens a run may generate at most (every item × style × sample)
 
 
@@ -84,6 +84,11 @@ class PromptLabParams(PlaygroundParams):
             raise ValueError("each style once, please")
         if "system" in self.styles and not self.system_prompt:
             raise ValueError("the 'system' style needs a system prompt: write one, or untick it")
+        if "system" in self.styles and (n := count_tokens(self.system_prompt)) > MAX_SYSTEM_TOKENS:
+            raise ValueError(
+                f"your system prompt is {n} SmolLM2 tokens; the limit is {MAX_SYSTEM_TOKENS}: "
+                "shorten it"
+            )
         worst = self.generated_tokens()
         if worst > MAX_RUN_TOKENS:
             raise ValueError(

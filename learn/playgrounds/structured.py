@@ -7,19 +7,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from learn.lab.json_schema import (
     EXAMPLES,
     MAX_DEPTH,
     MAX_PROPERTIES,
     MAX_SCHEMA_CHARS,
+    instructions,
     schema_problem,
 )
+from learn.lab.smollm2_text import chat_ids, count_tokens, load_tokenizer
 from learn.playgrounds.base import Playground, PlaygroundParams, Seed, register
+from learn.playgrounds.serving import CONTEXT_TOKENS
 
 MAX_PROMPT_CHARS = 600
-MAX_PROMPT_TOKENS = 200  # SmolLM2 tokens, checked by the worker (the web loads no tokenizer)
+MAX_PROMPT_TOKENS = 200  # SmolLM2 tokens
 MAX_RUNS = 20  # answers per side
 
 DEFAULT = EXAMPLES["person"]
@@ -79,7 +82,21 @@ class StructuredParams(PlaygroundParams):
         value = value.strip()
         if not value:
             raise ValueError("write a prompt: it is empty")
+        n = count_tokens(value)
+        if n > MAX_PROMPT_TOKENS:
+            raise ValueError(f"{n} SmolLM2 tokens; shorten it to at most {MAX_PROMPT_TOKENS}")
         return value
+
+    @model_validator(mode="after")
+    def fits(self) -> StructuredParams:
+        prompt = chat_ids(load_tokenizer(), instructions(self.prompt, self.answer_schema))
+        total = len(prompt) + self.max_new_tokens
+        if total > CONTEXT_TOKENS:
+            raise ValueError(
+                f"the prompt with the schema and {self.max_new_tokens} new tokens needs {total} "
+                f"tokens; SmolLM2 here takes {CONTEXT_TOKENS}: shorten the schema or the prompt"
+            )
+        return self
 
 
 HANDLERS = "workers.handlers.structured"

@@ -265,7 +265,7 @@ def test_the_text_stream_sends_each_piece_once_and_never_half_a_character() -> N
     from tokenizers import Tokenizer
 
     from learn.lab.decoding import TextStream
-    from learn.lab.llama_gguf import smollm2_tokenizer_file
+    from learn.lab.smollm2_text import smollm2_tokenizer_file
 
     tokenizer = Tokenizer.from_file(str(smollm2_tokenizer_file()))
     text = "Hello, wörld! 你好，世界 🤖🚀 naïve café\n  indented  code()  "

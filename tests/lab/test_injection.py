@@ -160,7 +160,7 @@ def test_the_answer_schema_compiles_for_smollm2_and_fits_a_short_answer() -> Non
     from tokenizers import Tokenizer
 
     from learn.lab.constrained import json_constraint
-    from learn.lab.llama_gguf import smollm2_tokenizer_file
+    from learn.lab.smollm2_text import smollm2_tokenizer_file
 
     constraint = json_constraint(
         inj.ANSWER_SCHEMA, Tokenizer.from_file(str(smollm2_tokenizer_file()))

@@ -176,12 +176,6 @@ def test_items_are_a_seeded_shuffle() -> None:
     assert len({i["answer"] for i in pick_items(task, 6, seed=0)}) >= 2  # labels come mixed
 
 
-def test_the_default_system_prompt_is_smollm2s_own() -> None:
-    from learn.lab.llama_gguf import SYSTEM_PROMPT
-
-    assert DEFAULT_SYSTEM == SYSTEM_PROMPT
-
-
 class KeywordModel:
     """A tiny rule-based "model" with a known behaviour: it calls a review negative when
     it mentions one of a few complaint words, otherwise positive; under a temperature it

@@ -11,8 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from learn.playgrounds import PlaygroundError
-from learn.playgrounds.prompting import MAX_SYSTEM_TOKENS, PromptLabParams
+from learn.playgrounds.prompting import PromptLabParams
 from workers import modelcache
 from workers.handlers import Job
 
@@ -43,22 +42,9 @@ class Backend:
         return Reply(done.text, done.completion_tokens, done.ms, done.prompt_tokens)
 
 
-def _check_system_prompt(p: PromptLabParams) -> None:
-    if "system" not in p.styles:
-        return
-    tokenizer = modelcache.smollm2()[1]
-    n = len(tokenizer.encode(p.system_prompt, add_special_tokens=False).ids)
-    if n > MAX_SYSTEM_TOKENS:
-        raise PlaygroundError(
-            f"Your system prompt is {n} SmolLM2 tokens; the limit is {MAX_SYSTEM_TOKENS}. "
-            "Shorten it and run again."
-        )
-
-
 def prompt_lab(p: PromptLabParams, job: Job) -> dict[str, Any]:
     from learn.lab.prompting import Settings, as_json, evaluate, pick_items, task_sets
 
-    _check_system_prompt(p)
     task = task_sets()[p.eval_set]
     items = pick_items(task, p.items, p.seed)
     settings = Settings(
