@@ -1,8 +1,11 @@
 """Each run's events, kept in a Redis stream so late or reconnecting pages replay them.
 
 Events get sequential ids 1, 2, 3… (the SSE ``id:``); a Lua script takes the next number
-and appends in one step, so writers never interleave. A reader asks for everything after
-the last id it saw and then blocks for more: replay and live tail are the same call.
+and appends in one step, so writers never interleave. A worker appends through the same
+script with the run's cancel flag as a third key: the check and the append are one step, so
+nothing of a cancelled run lands after the ``done`` its cancel wrote. A reader asks for
+everything after the last id it saw and then blocks for more: replay and live tail are the
+same call.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ TERMINAL = "done"  # the last event of every run
 KEEP_SECONDS = 7 * 24 * 3600  # how long a finished run's events stay replayable
 
 _APPEND = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+end
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], n .. '-1', 'kind', ARGV[1], 'data', ARGV[2])
 if ARGV[1] == 'done' then
@@ -67,6 +73,12 @@ def append(run_id: object, kind: str, **data: Any) -> int:
     return int(client().eval(_APPEND, 2, *keys, kind, json.dumps(data), KEEP_SECONDS))
 
 
+def append_unless_cancelled(run_id: object, kind: str, **data: Any) -> int:
+    """``append``, unless the run's cancel was requested: then append nothing, return 0."""
+    keys = [stream_key(run_id), _seq_key(run_id), cancel_key(run_id)]
+    return int(client().eval(_APPEND, 3, *keys, kind, json.dumps(data), KEEP_SECONDS))
+
+
 def history(run_id: object, after: int = 0) -> list[Event]:
     entries = client().xrange(stream_key(run_id), min=f"({after}-1", max="+")
     return [_event(entry_id, fields) for entry_id, fields in entries]
@@ -74,10 +86,6 @@ def history(run_id: object, after: int = 0) -> list[Event]:
 
 def request_cancel(run_id: object) -> None:
     client().set(cancel_key(run_id), 1, ex=KEEP_SECONDS)
-
-
-def cancel_requested(run_id: object) -> bool:
-    return bool(client().exists(cancel_key(run_id)))
 
 
 def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:

@@ -261,3 +261,23 @@ def test_an_unreachable_broker_or_valkey_is_a_503_that_stores_nothing(services) 
     valkey = both["valkey"]
     assert valkey["health"] == 503 and valkey["health_body"]["broker"].startswith("error"), valkey
     assert valkey["health_body"]["workers"] == 0
+
+
+def test_a_worker_event_after_a_cancel_is_refused_and_the_stream_ends_with_done(
+    services,
+) -> None:
+    """The cancel check and the append are one step: once a cancel is requested, a worker's
+    next event is not appended (it would land after ``done``), and ``emit`` stops the job."""
+    from learn import events
+    from workers.tasks import RunCancelled, make_emit
+
+    run_id = f"race-{uuid.uuid4()}"
+    emit = make_emit(run_id)
+    emit("progress", pct=10)
+    events.request_cancel(run_id)
+    events.append(run_id, "done", status="cancelled")  # what cancel_run writes next
+    assert events.append_unless_cancelled(run_id, "partial", text="late") == 0
+    with pytest.raises(RunCancelled):
+        emit("progress", pct=20)
+    kinds = [(e.id, e.kind) for e in events.history(run_id)]
+    assert kinds == [(1, "progress"), (2, "done")], kinds

@@ -39,9 +39,8 @@ def make_emit(run_id: str) -> Emit:
     """The lab's ``emit`` for one run: append to its stream; stop when cancelled."""
 
     def emit(kind: str, /, **data: Any) -> None:
-        if events.cancel_requested(run_id):
+        if not events.append_unless_cancelled(run_id, kind, **data):
             raise RunCancelled(run_id)
-        events.append(run_id, kind, **data)
 
     return emit
 
