@@ -16,8 +16,11 @@ int4, asymmetric, one (scale, minimum) per group of ``group_size`` input columns
     W ≈ q · scale + min                       |W - (q · scale + min)| ≤ scale / 2
 
 Two int4 values share a byte. On the CPU the layers call PyTorch's packed-weight kernels
-(``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``) when present; everywhere else
-they de-quantize and multiply, which is slower but gives the same numbers.
+(``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``) when present; on CUDA the int4
+layer calls ``_weight_int4pack_mm`` (the tinygemm kernel gpt-fast uses), with the weights
+packed for it by ``_convert_weight_to_int4pack``; everywhere else they de-quantize and
+multiply, which is slower but gives the same numbers. Each device's kernel has its own
+packed layout, so int4 layers are built on the device they will run on.
 
 Whole models at each precision are in ``learn.lab.quantized_models``; measuring what
 quantization costs (perplexity, agreement, KL, a weight's error) in ``learn.lab.quality``.
@@ -123,6 +126,55 @@ def _rows(x: Tensor) -> int:
     return x.numel() // x.shape[-1]
 
 
+# ------------------------------------------------------- int4 kernels, by device
+
+INT4_GROUPS_CUDA = (32, 64, 128, 256)  # the group sizes the CUDA kernel is built for
+INT4_BLOCK_ROWS = {"cpu": 64, "cuda": 8}  # rows packed together in each kernel's layout
+
+
+def _int4_kernel(device: torch.device, out_features: int, in_features: int, group: int) -> str:
+    """Which packed int4 kernel serves a (out, in) weight on ``device``: "cpu", "cuda", or
+    "" when none does (then the layer de-quantizes and multiplies)."""
+    if device.type == "cpu" and _has_op("_weight_int4pack_mm_for_cpu"):
+        return "cpu"
+    if (
+        device.type == "cuda"
+        and _has_op("_weight_int4pack_mm")
+        and group in INT4_GROUPS_CUDA
+        and out_features % 8 == 0
+        and _inner_k_tiles(in_features)
+    ):
+        return "cuda"
+    return ""
+
+
+def _inner_k_tiles(in_features: int) -> int:
+    """The CUDA layout packs 2, 4 or 8 tiles of 16 columns together (8: 16-byte loads);
+    the largest that divides ``in_features``, or 0 if none does."""
+    return next((t for t in (8, 4, 2) if in_features % (16 * t) == 0), 0)
+
+
+def _pack_int4(codes: Tensor, kernel: str) -> Tensor:
+    """(out, in) codes 0-15 (int32) in ``kernel``'s packed layout, on the codes' device."""
+    if kernel == "cpu":
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    # the CUDA packer reads two codes a byte, the even column in the high nibble
+    pairs = ((codes[:, 0::2] << 4) | codes[:, 1::2]).to(torch.uint8).contiguous()
+    return torch.ops.aten._convert_weight_to_int4pack(pairs, _inner_k_tiles(codes.shape[1]))
+
+
+def _int4_mm(x: Tensor, packed: Tensor, group: int, scale_zero: Tensor, kernel: str) -> Tensor:
+    """(m, in) bf16 times the packed (out, in) weight -> (m, out) bf16."""
+    if kernel == "cpu":
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group, scale_zero)
+    return torch.ops.aten._weight_int4pack_mm(x, packed, group, scale_zero)
+
+
+def _packed_bytes(packed: Tensor) -> Tensor:
+    """The packed weight as flat bytes in memory order (the CUDA layout is int32 words)."""
+    return packed.flatten().view(torch.uint8)
+
+
 class Int8Linear(nn.Module):
     """``nn.Linear`` on int8 per-channel weights: ``y = (x · qᵀ) · scale + bias``."""
 
@@ -156,13 +208,13 @@ class Int8Linear(nn.Module):
 class Int4Linear(nn.Module):
     """``nn.Linear`` on int4 group-wise weights (two codes a byte, 16-bit scales).
 
-    With PyTorch's CPU int4 kernel the codes are stored once, in the kernel's own packed
-    layout (still half a byte per weight), with ``scale_zero`` (in/group, out, 2) holding
-    each group's scale and its zero point in bf16: the kernel computes
-    ``(q - 8) · scale + zero``. It is fast with bf16 activations only (on fp32 ones it takes
-    a slow path, hundreds of times slower), so the fused layer computes in bf16, as the
-    int8 one does. Without the kernel: our packed bytes, fp16 scales, de-quantize and
-    multiply.
+    With PyTorch's int4 kernel for the weight's device (CPU, or CUDA: ``kernel``) the codes
+    are stored once, in that kernel's own packed layout (still half a byte per weight),
+    with ``scale_zero`` (in/group, out, 2) holding each group's scale and its zero point in
+    bf16: both kernels compute ``(q - 8) · scale + zero``. They take bf16 activations (the
+    CPU one runs a slow path on fp32, hundreds of times slower; the CUDA one takes nothing
+    else), so the fused layer computes in bf16, as the int8 one does. Without a kernel:
+    our packed bytes, fp16 scales, de-quantize and multiply.
     """
 
     def __init__(
@@ -178,15 +230,15 @@ class Int4Linear(nn.Module):
         weights = quantize_int4(weight, group_size, torch.float16)
         self.out_features, self.in_features = weight.shape
         self.group_size = group_size
-        self.fused = fused and _has_op("_weight_int4pack_mm_for_cpu")
+        kernel = _int4_kernel(weight.device, *weight.shape, group_size) if fused else ""
+        self.kernel = kernel  # "cpu", "cuda", or "" (de-quantize and multiply)
+        self.fused = bool(kernel)
         self.register_buffer("bias", None if bias is None else bias.detach().float())
         if self.fused:
             codes = int4_codes(weights).to(torch.int32)
             scale, low = weights.scale.float(), weights.minimum.float()
             scale_zero = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1)
-            self.register_buffer(
-                "packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
-            )
+            self.register_buffer("packed", _pack_int4(codes, kernel))
             self.register_buffer("scale_zero", scale_zero.to(torch.bfloat16).contiguous())
         else:
             self.register_buffer("packed", weights.packed)
@@ -195,10 +247,13 @@ class Int4Linear(nn.Module):
 
     def _matmul(self, x: Tensor) -> Tensor:
         if self.fused:
-            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                flat, self.packed, self.group_size, self.scale_zero
-            )
+            if self.packed.device.type != self.kernel:
+                raise RuntimeError(
+                    f"int4 weights packed for the {self.kernel} kernel are on "
+                    f"{self.packed.device}: quantize the model on the device it runs on"
+                )
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+            y = _int4_mm(flat, self.packed, self.group_size, self.scale_zero, self.kernel)
             return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return F.linear(x, self._dequantize().to(x.dtype))
 
@@ -213,8 +268,12 @@ class Int4Linear(nn.Module):
         # read the weight back through the kernel, a block of unit rows at a time
         eye = torch.eye(self.in_features, device=self.packed.device, dtype=torch.bfloat16)
         blocks = [
-            torch.ops.aten._weight_int4pack_mm_for_cpu(
-                eye[i : i + FUSED_MAX_ROWS], self.packed, self.group_size, self.scale_zero
+            _int4_mm(
+                eye[i : i + FUSED_MAX_ROWS],
+                self.packed,
+                self.group_size,
+                self.scale_zero,
+                self.kernel,
             )
             for i in range(0, self.in_features, FUSED_MAX_ROWS)
         ]
@@ -247,33 +306,45 @@ class Int8Embedding(nn.Module):
 # PyTorch's CPU int4 kernel packs its (out, in) codes in blocks of 64 rows, each block
 # ``in × 32`` bytes, two rows' codes to a byte; which two depends on the CPU's vector
 # width (AVX512, AVX2 or neither), so the order within a block is read off the kernel.
-KERNEL_BLOCK = 64
+# The CUDA kernel's layout is blocked too, by 8 rows (``in × 4`` bytes, in int32 words,
+# arranged for the tensor cores' m16n8k16 tiles): the same probe reads it.
+KERNEL_BLOCK = INT4_BLOCK_ROWS["cpu"]
 
 
 @cache
-def _kernel_nibbles(in_features: int) -> tuple[Tensor, Tensor] | None:
-    """Where the kernel's packing puts code (row r, column k) of a 64-row block:
-    ``(byte (64, in) int64 offset into the block, shift (64, in) 0 or 4)``, or None if the
-    packing is not the blocked one this expects (then the embedding keeps its own bytes).
+def _kernel_nibbles(in_features: int, device: str = "cpu") -> tuple[Tensor, Tensor] | None:
+    """Where the packing of the int4 kernel for ``device`` puts code (row r, column k) of
+    a block of rows (64 on the CPU, 8 on CUDA): ``(byte (rows, in) int64 offset into the
+    block, shift (rows, in) 0 or 4)``, on that device, or None if there is no such kernel
+    or its packing is not the blocked one this expects (then the embedding keeps its own
+    bytes).
 
     Found by packing codes that spell out their own index in base 16, one digit a pass.
     """
-    rows, digits = KERNEL_BLOCK, 4  # 16**4 > 64 · in for any in_features ≤ 1,024
-    index = torch.arange(rows * in_features, dtype=torch.int64).reshape(rows, in_features)
-    found = torch.zeros(rows * in_features, dtype=torch.int64)  # the index in each nibble
+    dev = torch.device(device)
+    kernel = _int4_kernel(dev, INT4_BLOCK_ROWS.get(dev.type, 8), in_features, 64)
+    if not kernel:
+        return None
+    rows = INT4_BLOCK_ROWS[kernel]
+    digits = 1
+    while 16**digits < rows * in_features:
+        digits += 1
+    index = torch.arange(rows * in_features, dtype=torch.int64, device=dev)
+    index = index.reshape(rows, in_features)
+    found = torch.zeros(rows * in_features, dtype=torch.int64, device=dev)  # nibble -> index
     for d in range(digits):
         codes = ((index >> (4 * d)) & 0xF).to(torch.int32)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1).flatten()
+        packed = _packed_bytes(_pack_int4(codes, kernel))
         nibbles = torch.stack([packed & 0x0F, packed >> 4], dim=-1).flatten()  # slot order
         found |= nibbles.to(torch.int64) << (4 * d)
     slot = torch.empty_like(found)
-    slot[found] = torch.arange(found.numel())
+    slot[found] = torch.arange(found.numel(), device=dev)
     slot = slot.reshape(rows, in_features)
     byte, shift = slot // 2, (slot % 2) * 4
     # check on two blocks of random codes that gathering rows gives them back
-    codes = torch.randint(0, 16, (2 * rows, in_features), dtype=torch.int32)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1).flatten()
-    r = torch.arange(2 * rows)
+    codes = torch.randint(0, 16, (2 * rows, in_features), dtype=torch.int32, device=dev)
+    packed = _packed_bytes(_pack_int4(codes, kernel))
+    r = torch.arange(2 * rows, device=dev)
     offset = (r // rows * rows * in_features // 2)[:, None] + byte[r % rows]
     back = (packed[offset] >> shift[r % rows].to(torch.uint8)) & 0x0F
     if not torch.equal(back.to(torch.int32), codes):
@@ -293,21 +364,23 @@ class Int4Embedding(nn.Module):
         """``table`` (vocab, C); C must divide by ``group_size``."""
         super().__init__()
         vocab, dim = table.shape
-        nibbles = _kernel_nibbles(dim) if fused and _has_op("_weight_int4pack_mm_for_cpu") else None
-        self.fused = nibbles is not None and vocab % KERNEL_BLOCK == 0
+        kernel = _int4_kernel(table.device, vocab, dim, group_size) if fused else ""
+        nibbles = _kernel_nibbles(dim, str(table.device)) if kernel else None
+        self.fused = nibbles is not None and vocab % INT4_BLOCK_ROWS[kernel] == 0
         self.linear = Int4Linear(table, group_size=group_size, fused=self.fused)
         self.dim, self.group_size = dim, group_size
+        self.block = INT4_BLOCK_ROWS.get(kernel, KERNEL_BLOCK)  # rows per packed block
 
     def lookup(self, ids: Tensor) -> Tensor:
         """ids (...) -> rows (..., C) float32."""
         lin, g = self.linear, self.group_size
         if self.fused:
-            found = _kernel_nibbles(self.dim)
+            found = _kernel_nibbles(self.dim, str(lin.packed.device))
             assert found is not None
             byte, shift = found
-            row = ids % KERNEL_BLOCK
-            start = (ids // KERNEL_BLOCK) * (KERNEL_BLOCK * self.dim // 2)  # the block's bytes
-            packed = lin.packed.flatten()
+            row = ids % self.block
+            start = (ids // self.block) * (self.block * self.dim // 2)  # the block's bytes
+            packed = _packed_bytes(lin.packed)
             codes = (packed[start[..., None] + byte[row]] >> shift[row]) & 0x0F  # (..., C)
             scale, zero = lin.scale_zero[:, ids].float().unbind(-1)  # (C/g, ...) each
             scale, zero = scale.movedim(0, -1), zero.movedim(0, -1)  # (..., C/g)

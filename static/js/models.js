@@ -168,9 +168,10 @@
 
   function attnChart(canvas, key, label) {
     const r = dataFor(canvas);
-    const methods = ["naive", "tiled", "sdpa"];
+    const methods = [...new Set(r.rows.map((x) => x.method))];  // + "triton" on a GPU
+    const names = { sdpa: "PyTorch SDPA", triton: "our Triton kernel" };
     new Chart(canvas, { type: "line",
-      data: { datasets: methods.map((m, i) => ({ label: m === "sdpa" ? "PyTorch SDPA" : m,
+      data: { datasets: methods.map((m, i) => ({ label: names[m] || m,
         data: r.rows.filter((x) => x.method === m).map((x) => ({ x: x.seq_len, y: x[key] })),
         borderColor: PALETTE[i], backgroundColor: PALETTE[i] })) },
       options: base({ parsing: false, scales: { x: axis("sequence length (tokens, log scale)", { type: "logarithmic", ticks: window.FP.logTicks }), y: logAxis(`${label} (log scale)`) } }) });

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from functools import cache
+from types import ModuleType
 from typing import Any
 
 from learn.lab.events import Emit, scaled_emit
@@ -110,25 +111,38 @@ def paged_kv(p: PagedKVParams, job: Job) -> dict[str, Any]:
     }
 
 
+def _flash_kernel(device: str) -> ModuleType | None:
+    """``learn.lab.flash_triton`` when ``device`` is a GPU and Triton imports, else None:
+    on a CPU worker the kernel would only run under Triton's (slow) interpreter."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        from learn.lab import flash_triton
+    except ImportError:
+        return None
+    return flash_triton
+
+
 def tiled_attention(p: TiledAttentionParams, job: Job) -> dict[str, Any]:
     import torch
 
     from learn.lab.attention import measure, naive_attention, sdpa, tiled_attention
 
+    flash = _flash_kernel(job.device)  # our Triton kernel, on a GPU with Triton installed
+    methods = ("naive", "tiled", "sdpa", "triton") if flash else ("naive", "tiled", "sdpa")
+    width = p.d * p.heads  # the model width, split into heads of p.d
     rows = []
-    total = len(p.seq_lens) * 3
+    total = len(p.seq_lens) * len(methods)
     for i, n in enumerate(p.seq_lens):
-        for j, method in enumerate(("naive", "tiled", "sdpa")):
-            job.emit("progress", pct=100 * (3 * i + j) / total, message=f"{method} at n={n}")
-            m = measure(
-                method,
-                n,
-                p.d * p.heads,  # the model width, split into heads of p.d
-                p.heads,
-                job.device,
-                causal=p.causal,
-                block_size=p.block_size,
-            )
+        for j, method in enumerate(methods):
+            done = len(methods) * i + j
+            job.emit("progress", pct=100 * done / total, message=f"{method} at n={n}")
+            if method == "triton":
+                m = flash.measure(n, width, p.heads, job.device, causal=p.causal)
+            else:
+                m = measure(
+                    method, n, width, p.heads, job.device, causal=p.causal, block_size=p.block_size
+                )
             rows.append(asdict(m))
             job.emit("partial", row=rows[-1])
     g = torch.Generator().manual_seed(0)
@@ -139,6 +153,11 @@ def tiled_attention(p: TiledAttentionParams, job: Job) -> dict[str, Any]:
         "naive": float((naive_attention(q, k, v, p.causal) - reference).abs().max()),
         "tiled": float((tiled_attention(q, k, v, p.causal, p.block_size) - reference).abs().max()),
     }
+    if flash:  # fp32 inputs: the GPU runs the kernel's dots in tf32, hence ~1e-3
+        on = [t.to(job.device) for t in (q, k, v)]
+        diffs["triton"] = float(
+            (flash.flash_attention(*on, p.causal).cpu() - reference).abs().max()
+        )
     return {
         "rows": rows,
         "max_abs_diff": diffs,

@@ -2,6 +2,12 @@
 
 This is the ground truth every approximate index is scored against. It is one matrix
 product per block of queries, so it runs in torch and uses the GPU with ``device="cuda"``.
+
+Blocks are sized by the device. A CPU wants blocks that stay in its caches: a few queries
+at a time against every row (``SCAN_ELEMENTS`` distances). A GPU wants the opposite: the
+whole batch of queries against large blocks of rows, so that each launch is one big
+matrix product and one top-k, and the number of launches stays small
+(:func:`scan_elements` sizes them from the memory the card has free).
 """
 
 from __future__ import annotations
@@ -10,7 +16,28 @@ import numpy as np
 import torch
 
 from learn.lab.events import Emit
-from learn.lab.vindex.base import METRICS, BaseIndex, Hits, check_metric, scan_blocks
+from learn.lab.vindex.base import (
+    METRICS,
+    SCAN_ELEMENTS,
+    BaseIndex,
+    Hits,
+    check_metric,
+    no_hits,
+    scan_blocks,
+)
+
+# On a GPU, at most this many (query, row) distances at once (4 GiB in fp32), and at most
+# a sixteenth of the free memory: the block, top-k's workspace and the merge fit easily.
+GPU_SCAN_ELEMENTS = 1 << 30
+MIN_KEY_BLOCK = 1 << 16  # rows per block on a GPU, at least (fewer queries a block if need be)
+
+
+def scan_elements(device: torch.device) -> int:
+    """How many (query, row) distances one brute-force block may hold on ``device``."""
+    if device.type != "cuda":
+        return SCAN_ELEMENTS
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(SCAN_ELEMENTS, min(GPU_SCAN_ELEMENTS, free // 16)))
 
 
 class FlatIndex(BaseIndex):
@@ -33,6 +60,8 @@ class FlatIndex(BaseIndex):
     def _search(self, qs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k`` nearest rows for each query (q, d). No search parameters."""
         assert self.x is not None and self.x_norms is not None
+        if self.device.type == "cuda":
+            return self._search_batched(qs, k, scan_elements(self.device))
         x, x_norms = self.x, self.x_norms
 
         def search_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +78,54 @@ class FlatIndex(BaseIndex):
             return vals.cpu().numpy(), idx.cpu().numpy()
 
         return scan_blocks(qs, k, self.n, search_block)
+
+    @torch.inference_mode()
+    def _search_batched(self, qs: np.ndarray, k: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """The GPU's layout: all queries (or as many as ``budget`` allows against
+        ``MIN_KEY_BLOCK`` rows) against blocks of ``budget // queries`` rows; each block's
+        k best are merged with the best so far. (q, k) distances and ids, as ``_search``.
+
+        l2 ranks rows by ``|x|² - 2 q·x`` (one ``addmm``: the row norms ride in the matrix
+        product) and adds ``|q|²`` to the k winners only; cosine and ip rank by the dot
+        product itself. So a block costs one matrix product and one top-k, no other pass.
+        """
+        assert self.x is not None and self.x_norms is not None
+        x, x_norms, n = self.x, self.x_norms, self.n
+        kk = min(k, n)
+        if len(qs) == 0:
+            return no_hits(0, k)
+        q_all = torch.from_numpy(qs).to(self.device)  # (q, d)
+        q_block = min(len(qs), max(1, budget // min(n, MIN_KEY_BLOCK)))
+        key_block = min(n, max(kk, budget // q_block))
+        parts_d, parts_i = [], []
+        for s in range(0, len(qs), q_block):
+            q = q_all[s : s + q_block]  # (b, d)
+            best_v = best_i = None  # (b, ≤kk) scores (smaller is closer) and rows
+            for j in range(0, n, key_block):
+                j1 = min(j + key_block, n)
+                if self.metric == "l2":  # |x|² - 2 q·x, smaller is closer
+                    score = torch.addmm(x_norms[j:j1], q, x[j:j1].T, alpha=-2)  # (b, kb)
+                else:  # -q·x, smaller is closer
+                    score = torch.mm(q, x[j:j1].T).neg_()  # (b, kb)
+                vals, idx = torch.topk(score, min(kk, j1 - j), dim=1, largest=False)
+                idx += j
+                if best_v is not None:  # merge with the best so far
+                    vals, pick = torch.topk(torch.cat([best_v, vals], 1), kk, 1, largest=False)
+                    idx = torch.gather(torch.cat([best_i, idx], 1), 1, pick)
+                best_v, best_i = vals, idx
+            assert best_v is not None and best_i is not None
+            if self.metric == "l2":
+                dist = (best_v + (q * q).sum(1, keepdim=True)).clamp_(min=0)
+            elif self.metric == "cosine":
+                dist = 2 + 2 * best_v  # |q - x|² of unit vectors; finish halves it
+            else:
+                dist = best_v
+            parts_d.append(dist.cpu().numpy())
+            parts_i.append(best_i.cpu().numpy())
+        out_d, out_i = no_hits(len(qs), k)
+        out_d[:, :kk] = np.concatenate(parts_d)
+        out_i[:, :kk] = np.concatenate(parts_i)
+        return out_d, out_i
 
     @property
     def nbytes(self) -> int:

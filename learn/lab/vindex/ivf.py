@@ -202,14 +202,63 @@ class _IVF(BaseIndex):
 
 
 class IVFFlatIndex(_IVF):
-    """IVF with the full float32 vectors in the lists: exact inside the probed cells."""
+    """IVF with the full float32 vectors in the lists: exact inside the probed cells.
+
+    ``device``: where searches run. On the CPU the compiled scan of ``ivfscan.py``; on a
+    GPU (``"cuda"``) the lists are copied there once and searched in torch
+    (``ivftorch.py``): the same answers. ``engine="torch"`` picks the torch search on the
+    CPU too (how the tests check it without a GPU); ``"compiled"`` the CPU scan.
+    """
 
     name = "ivf_flat"
+
+    def __init__(
+        self,
+        nlist: int = 100,
+        metric: str = "l2",
+        *,
+        nprobe: int = 1,
+        seed: int = 0,
+        iters: int = 20,
+        device: str = "cpu",
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(nlist, metric, nprobe=nprobe, seed=seed, iters=iters)
+        if engine not in ("auto", "compiled", "torch"):
+            raise ValueError(f"engine must be auto, compiled or torch, got {engine!r}")
+        self.device = device
+        if engine == "auto":
+            engine = "compiled" if device == "cpu" else "torch"
+        if engine == "compiled" and device != "cpu":
+            raise ValueError("the compiled scan runs on the CPU only: use engine='torch'")
+        self.engine = engine
+        self._lists: Any = None  # ivftorch.DeviceLists, made at the first torch search
 
     def _build(self, x: np.ndarray, emit: Emit) -> str:
         self._train_lists(x, emit)
         self.vectors = x[self.list_ids]
+        self._lists = None
         return f"{len(x)} vectors in {self.nlist} lists"
+
+    def _search(
+        self, qs: np.ndarray, k: int, *, nprobe: int | None = None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.engine == "compiled":
+            return super()._search(qs, k, nprobe=nprobe, **params)
+        import torch
+
+        from learn.lab.vindex.ivftorch import DeviceLists, search_flat
+
+        nprobe = self.nprobe if nprobe is None else int(nprobe)
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+        assert self.centroids is not None and self.vectors is not None
+        if self._lists is None:
+            device = torch.device(self.device)
+            self._lists = DeviceLists.of(self.centroids, self.vectors, self.offsets, device)
+        out_d, pos = search_flat(self._lists, qs, nprobe, k)
+        out_i = np.where(pos >= 0, self.list_ids[np.maximum(pos, 0)], -1)
+        return out_d, out_i
 
     def _scan(
         self, qs: np.ndarray, cells: np.ndarray, coarse: np.ndarray, k: int

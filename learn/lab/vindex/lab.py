@@ -52,7 +52,7 @@ def make_index(name: str, *, metric: str = "l2", device: str = "cpu", **params: 
     """A fresh, unbuilt index by name; ``params`` go to its constructor.
 
     From scratch: ``flat`` (``device``), ``kdtree`` (leaf_size), ``hnsw`` (M,
-    ef_construction, ef_search, seed), ``ivf_flat`` (nlist, nprobe, seed), ``ivf_pq``
+    ef_construction, ef_search, seed), ``ivf_flat`` (nlist, nprobe, seed, ``device``), ``ivf_pq``
     (nlist, m, nbits, nprobe, rerank, keep_vectors, seed), ``pq`` (m, nbits), ``sq8``,
     ``pca`` (dims). Libraries: ``faiss_flat|faiss_hnsw|faiss_ivf_flat|faiss_ivf_pq|faiss_sq8``
     (same parameter names) and ``hnswlib`` (M, ef_construction, ef_search).
@@ -62,7 +62,7 @@ def make_index(name: str, *, metric: str = "l2", device: str = "cpu", **params: 
     module, cls = INDEXES[name][0].split(".")
     # imported here so that choosing one index never loads the others' dependencies
     index_class = getattr(importlib.import_module(f"learn.lab.vindex.{module}"), cls)
-    if name == "flat":
+    if name in ("flat", "ivf_flat"):  # the two that search on a GPU
         params["device"] = device
     if name.startswith("faiss_"):
         params["kind"] = name.removeprefix("faiss_")
