@@ -14,9 +14,20 @@
    and open-ended ones (goal >= 0.95x), per prompt and overall (total plain time / total
    speculative time), for the old fixed drafts (10 tokens, matches down to 1 token) and the
    adaptive ones; identical tokens asserted on every prompt. Also the measured cost of one
-   verify pass over T tokens, relative to one token: what makes short drafts not pay.
+   pass over T tokens, relative to plain greedy's 1-token step, through the model's own
+   layers and through the packed twin that verifies drafts (``verify_model``): what a
+   draft costs to check, and how much of a speed-up the packed weights give by themselves.
 
-``--spec-only`` runs section 5 alone.
+6. vs llama.cpp (when ``llama-cpp-python`` is installed: ``pip install '.[bench]'``): greedy
+   decode tokens/s of llama.cpp on the same Q4_1 GGUF and of each of our CPU paths (fp32,
+   int8 and int4 weight-only; the eager loop and the compiled static-cache step of
+   ``learn.lab.fastdecode``) at 1 and 2 threads, GB/s of weights read per second, compile
+   times, and the share of leading tokens equal to our fp32 loop's (goal: our fastest
+   >= 0.5x llama.cpp).
+
+``--spec-only`` runs section 5 alone, ``--llama-only`` section 6 alone; ``--unpacked`` adds
+adaptive prompt lookup verifying with the model's own layers (what the draft policy gives
+without the packed weights).
 
 Timings are best of ``--repeats`` (the no-cache run: one run), runs interleaved so drift
 hits both sides alike. Ends with ``RESULT <json>``.
@@ -40,15 +51,18 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from learn.lab.decoding import generate, greedy_no_cache
+from learn.lab.fastdecode import generate_fast
 from learn.lab.kvcache import KVCache
 from learn.lab.llama import half_precision
 from learn.lab.llama_gguf import chat_ids, chat_prompt, load_smollm2
 from learn.lab.llama_hf import to_hf
-from learn.lab.models import library_versions
+from learn.lab.models import library_versions, smollm2_gguf
+from learn.lab.quantized_models import quantized_copy, weight_bytes
 from learn.lab.speculative import (
     prompt_set,
     speculative_draft_model,
     speculative_prompt_lookup,
+    verify_model,
 )
 from learn.lab.timing import best_of
 
@@ -89,25 +103,33 @@ SPEC_GOALS = {"grounded": 1.5, "open": 0.95}  # prompt lookup / plain greedy, ov
 
 @torch.inference_mode()
 def pass_costs(
-    model: Any, sizes: tuple[int, ...] = (1, 2, 3, 4, 8, 16), repeats: int = 5, clock: str = "wall"
-) -> dict[int, float]:
+    model: Any,
+    sizes: tuple[int, ...] = (1, 2, 3, 4, 8, 16, 32),
+    repeats: int = 5,
+    clock: str = "wall",
+) -> dict[str, dict[int, float]]:
     """Seconds of one cached forward pass over T new tokens after a 128-token context,
-    best of ``repeats``, for each T in ``sizes``: {T: seconds}."""
+    best of ``repeats``, for each T in ``sizes``, through the model's own layers
+    ("plain") and through the packed twin that verifies drafts ("packed",
+    ``verify_model``): {"plain": {T: seconds}, "packed": {T: seconds}}. The two are
+    interleaved; plain greedy decoding runs the plain T = 1 pass."""
+    twin = verify_model(model)
     cache = KVCache.for_model(model, 128 + max(sizes))
     model(torch.zeros((1, 128), dtype=torch.long, device=model.device), cache, 0, last_only=True)
-    out = {}
+    out: dict[str, dict[int, float]] = {"plain": {}, "packed": {}}
     for T in sizes:
         x = torch.zeros((1, T), dtype=torch.long, device=model.device)
-        fn = lambda x=x: model(x, cache, 128).argmax(-1).tolist()  # noqa: E731
-        out[T] = interleaved([fn], repeats, clock)[0][0]
+        fns = [lambda m=m, x=x: m(x, cache, 128).argmax(-1).tolist() for m in (model, twin)]
+        out["plain"][T], out["packed"][T] = interleaved(fns, repeats, clock)[0]
     return out
 
 
 def prompt_set_bench(
-    model: Any, tok: Any, n: int, repeats: int, clock: str = "wall"
+    model: Any, tok: Any, n: int, repeats: int, clock: str = "wall", unpacked: bool = False
 ) -> dict[str, Any]:
     """Section 5: plain greedy, old fixed prompt lookup and adaptive prompt lookup on every
-    prompt of the set, interleaved; per prompt and per group (total time ratios)."""
+    prompt of the set, interleaved; per prompt and per group (total time ratios). With
+    ``unpacked``, also adaptive prompt lookup verifying through the model's own layers."""
     rows = []
     for p in prompt_set():
         ids = chat_ids(tok, p.messages)
@@ -123,11 +145,16 @@ def prompt_set_bench(
         def adaptive(ids: list[int] = ids) -> Any:
             return speculative_prompt_lookup(model, ids, n)
 
-        (t_p, t_f, t_a), (toks, spec_f, spec_a) = interleaved(
-            [plain, fixed, adaptive], repeats, clock
-        )
+        def adaptive_unpacked(ids: list[int] = ids) -> Any:
+            return speculative_prompt_lookup(model, ids, n, packed=False)
+
+        runs = [plain, fixed, adaptive] + ([adaptive_unpacked] if unpacked else [])
+        times, (toks, spec_f, spec_a, *spec_u) = interleaved(runs, repeats, clock)
+        t_p, t_f, t_a = times[:3]
         assert spec_f.tokens == toks, f"fixed prompt lookup changed the output on {p.name}"
         assert spec_a.tokens == toks, f"adaptive prompt lookup changed the output on {p.name}"
+        assert all(s.tokens == toks for s in spec_u), f"unpacked lookup changed {p.name}"
+        extra = {"unpacked_s": times[3], "unpacked_x": t_p / times[3]} if unpacked else {}
         rows.append(
             {
                 "name": p.name,
@@ -146,6 +173,7 @@ def prompt_set_bench(
                 "fixed_rejected": spec_f.rejected,
                 "drafts": [s.drafted for s in spec_a.steps],
                 "identical": True,
+                **extra,
             }
         )
     overall = {}
@@ -157,51 +185,225 @@ def prompt_set_bench(
             "fixed_x": plain_s / sum(r["fixed_s"] for r in mine),
             "adaptive_x": plain_s / sum(r["adaptive_s"] for r in mine),
         }
+        if unpacked:
+            overall[group]["unpacked_x"] = plain_s / sum(r["unpacked_s"] for r in mine)
     return {"rows": rows, "overall": overall}
 
 
-def print_prompt_set(spec: dict[str, Any], costs: dict[int, float]) -> None:
-    base = costs[1]
+def print_prompt_set(spec: dict[str, Any], costs: dict[str, dict[int, float]]) -> None:
+    base = costs["plain"][1]  # plain greedy's step
+    for name, by_t in costs.items():
+        print(
+            f"{name} pass over T new tokens, vs a plain 1-token step: "
+            + ", ".join(f"T={t} {s / base:.2f}x" for t, s in by_t.items())
+        )
     print(
-        "verify pass cost vs T new tokens: "
-        + ", ".join(f"T={t} {s / base:.2f}x" for t, s in costs.items())
+        f"(packed T=1 at {costs['packed'][1] / base:.2f}x: the part of a speed-up that is the "
+        "packed weights alone; speculation packs only passes over 2 or more tokens)"
     )
+    unpacked = "unpacked_x" in spec["rows"][0]
     print(
         f"{'prompt':<22}{'group':<9}{'tokens':>7}{'plain s':>9}{'fixed':>8}{'adaptive':>9}"
-        f"{'passes':>7}{'acc':>5}{'rej':>5}"
+        + (f"{'unpacked':>9}" if unpacked else "")
+        + f"{'passes':>7}{'acc':>5}{'rej':>5}"
     )
     for r in spec["rows"]:
         print(
             f"{r['name']:<22}{r['group']:<9}{r['tokens']:>7}{r['plain_s']:>9.2f}"
-            f"{r['fixed_x']:>7.2f}x{r['adaptive_x']:>8.2f}x{r['passes']:>7}{r['accepted']:>5}"
-            f"{r['rejected']:>5}"
+            f"{r['fixed_x']:>7.2f}x{r['adaptive_x']:>8.2f}x"
+            + (f"{r['unpacked_x']:>8.2f}x" if unpacked else "")
+            + f"{r['passes']:>7}{r['accepted']:>5}{r['rejected']:>5}"
         )
     for group, o in spec["overall"].items():
         goal = SPEC_GOALS[group]
         met = "met" if o["adaptive_x"] >= goal else "missed"
+        extra = f", adaptive unpacked {o['unpacked_x']:.2f}x" if unpacked else ""
         print(
             f"prompt lookup, {group} ({o['prompts']} prompts): fixed {o['fixed_x']:.2f}x, "
-            f"adaptive {o['adaptive_x']:.2f}x  (goal >= {goal:.2f}x: {met})"
+            f"adaptive {o['adaptive_x']:.2f}x{extra}  (goal >= {goal:.2f}x: {met})"
         )
     print("identical tokens on every prompt: True (asserted)")
 
 
-def spec_result(spec: dict[str, Any], costs: dict[int, float]) -> dict[str, Any]:
+def spec_result(spec: dict[str, Any], costs: dict[str, dict[int, float]]) -> dict[str, Any]:
     """The prompt set's part of RESULT."""
     o = spec["overall"]
+    base = costs["plain"][1]
     return {
         "spec_prompts": [
             {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
             for r in spec["rows"]
         ],
         "spec_overall": {g: {k: round(v, 3) for k, v in d.items()} for g, d in o.items()},
-        "verify_pass_cost": {str(t): round(s / costs[1], 3) for t, s in costs.items()},
+        "verify_pass_cost": {
+            name: {str(t): round(s / base, 3) for t, s in by_t.items()}
+            for name, by_t in costs.items()
+        },
         "spec_goals": {
             f"prompt_lookup_{g}/greedy": {"min": goal, "met": o[g]["adaptive_x"] >= goal}
             for g, goal in SPEC_GOALS.items()
         }
         | {"prompt_lookup_identical": {"met": all(r["identical"] for r in spec["rows"])}},
     }
+
+
+# -- 6: our fastest CPU decode vs llama.cpp on the same GGUF ------------------------------
+
+LLAMA_GOAL = 0.5  # our fastest path / llama.cpp, decode tokens/s at the same thread count
+OUR_PATHS = {"fp32": "fp32", "int8": "int8-weight", "int4": "int4-weight"}
+
+
+def llama_cpp_greedy(llm: Any, ids: list[int], n: int) -> tuple[list[int], float]:
+    """llama.cpp's greedy continuation of ``ids``: (n tokens, seconds from the first token
+    to the last, i.e. n - 1 decode steps; the prefill is not counted)."""
+    tokens: list[int] = []
+    start = 0.0
+    gen = llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True)
+    for token in gen:
+        if not tokens:
+            start = time.perf_counter()
+        tokens.append(int(token))
+        if len(tokens) == n:
+            break
+    return tokens, time.perf_counter() - start
+
+
+def ours_greedy(model: Any, ids: list[int], n: int, compiled: bool) -> tuple[list[int], float]:
+    """Our greedy continuation: (n tokens, seconds of its n - 1 decode steps). ``compiled``:
+    the static cache and the compiled step (``learn.lab.fastdecode``), else ``generate``."""
+    if compiled:
+        out, _ = generate_fast(model, ids, n, stop_ids=(), compile="auto")
+    else:
+        out = generate(model, ids, n, stop_ids=())
+    return out.tokens, sum(out.token_ms[1:]) / 1e3
+
+
+def leading_share(a: list[int], b: list[int]) -> float:
+    """The share of ``a`` that equals ``b`` before their first difference."""
+    same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    return same / len(a) if a else 0.0
+
+
+def vs_llama_cpp(
+    model: Any, tok: Any, n: int, repeats: int, threads: tuple[int, ...] = (1, 2)
+) -> dict[str, Any]:
+    """Section 6: greedy decode tokens/s of llama.cpp (llama-cpp-python) on SmolLM2's Q4_1
+    GGUF and of each of our paths (fp32, int8 and int4 weight-only; the eager loop and the
+    compiled static-cache step) on the same chat prompt, at each thread count, interleaved,
+    best of ``repeats``; GB/s of weights read; token agreement with our fp32 loop."""
+    if model.device.type != "cpu":
+        return {"skipped": "a CPU comparison: run with --device cpu (llama.cpp here is CPU-only)"}
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        return {"skipped": f"llama_cpp is not importable ({exc}); pip install '.[bench]'"}
+    ids = chat_ids(tok, [{"role": "user", "content": STORY}])
+    models = {name: quantized_copy(model, v) for name, v in OUR_PATHS.items()}
+    before = torch.get_num_threads()
+    rows: list[dict[str, Any]] = []
+    try:
+        for th in threads:
+            torch.set_num_threads(th)
+            llm = llama_cpp.Llama(
+                model_path=str(smollm2_gguf()),
+                n_ctx=len(ids) + n + 16,
+                n_threads=th,
+                n_threads_batch=th,
+                verbose=False,
+            )
+            sizes = {"llama.cpp": llama_cpp.llama_model_size(llm.model)}
+            runs: dict[str, Callable[[], tuple[list[int], float]]] = {
+                "llama.cpp": lambda llm=llm: llama_cpp_greedy(llm, ids, n)
+            }
+            compile_s: dict[str, float] = {}
+            notes: dict[str, str] = {}
+            for name, m in models.items():
+                sizes[f"{name} eager"] = sizes[f"{name} compiled"] = weight_bytes(m)
+                runs[f"{name} eager"] = lambda m=m: ours_greedy(m, ids, n, compiled=False)
+                runs[f"{name} compiled"] = lambda m=m: ours_greedy(m, ids, n, compiled=True)
+                _, dec = generate_fast(m, ids, 2, stop_ids=(), compile="auto")  # compiles
+                compile_s[f"{name} compiled"] = dec.report.compile_s
+                notes[f"{name} compiled"] = dec.report.error or dec.report.mode
+            best = dict.fromkeys(runs, float("inf"))
+            tokens: dict[str, list[int]] = {}
+            for _ in range(max(repeats, 1)):
+                for name, fn in runs.items():
+                    tokens[name], secs = fn()
+                    best[name] = min(best[name], secs)
+            for name in runs:
+                tps = (n - 1) / best[name]
+                rows.append(
+                    {
+                        "threads": th,
+                        "path": name,
+                        "tokens_per_s": tps,
+                        "weight_mb": sizes[name] / 1e6,
+                        "gb_per_s": sizes[name] * tps / 1e9,
+                        "compile_s": compile_s.get(name),
+                        "compiled": notes.get(name, ""),
+                        "same_as_fp32": leading_share(tokens[name], tokens["fp32 eager"]),
+                    }
+                )
+            del llm
+    finally:
+        torch.set_num_threads(before)
+    summary = {}
+    for th in threads:
+        mine = [r for r in rows if r["threads"] == th]
+        peer = next(r for r in mine if r["path"] == "llama.cpp")
+        fastest = max((r for r in mine if r is not peer), key=lambda r: r["tokens_per_s"])
+        ratio = fastest["tokens_per_s"] / peer["tokens_per_s"]
+        summary[str(th)] = {"fastest": fastest["path"], "ratio": ratio, "met": ratio >= LLAMA_GOAL}
+    return {"prompt_tokens": len(ids), "new_tokens": n, "rows": rows, "summary": summary}
+
+
+def print_vs_llama_cpp(res: dict[str, Any], repeats: int) -> None:
+    print("-- vs llama.cpp: SmolLM2-135M Q4_1 GGUF, greedy, same chat prompt")
+    if "skipped" in res:
+        print(f"skipped: {res['skipped']}")
+        return
+    print(
+        f"prompt {res['prompt_tokens']} tokens, {res['new_tokens']} new; decode tokens/s "
+        f"(prefill not counted), best of {repeats}, wall clock"
+    )
+    print(
+        f"{'threads':>7}  {'path':<15}{'tokens/s':>9}{'GB/s':>7}{'weights MB':>11}"
+        f"{'compile s':>10}{'same as fp32':>13}  note"
+    )
+    for r in res["rows"]:
+        comp = f"{r['compile_s']:.1f}" if r["compile_s"] is not None else "-"
+        print(
+            f"{r['threads']:>7}  {r['path']:<15}{r['tokens_per_s']:>9.1f}{r['gb_per_s']:>7.2f}"
+            f"{r['weight_mb']:>11.1f}{comp:>10}{r['same_as_fp32']:>13.2f}  {r['compiled']}"
+        )
+    for th, s in res["summary"].items():
+        met = "met" if s["met"] else "missed"
+        print(
+            f"{th} thread(s): our fastest ({s['fastest']}) = {s['ratio']:.2f}x llama.cpp "
+            f"(goal >= {LLAMA_GOAL}x: {met})"
+        )
+    print(
+        "same as fp32: share of leading tokens equal to our fp32 loop's (llama.cpp rounds "
+        "activations to 8 bits in its dot products; int8/int4 are our own re-quantizations)"
+    )
+
+
+def llama_cpp_result(res: dict[str, Any]) -> dict[str, Any]:
+    """The section's part of RESULT: rows rounded, and its goals."""
+    if "skipped" in res:
+        return {"vs_llama_cpp": res, "llama_goals": {}}
+    rows = [
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in res["rows"]
+    ]
+    goals = {
+        f"fastest_cpu/llama_cpp_{th}thread": {
+            "min": LLAMA_GOAL,
+            "met": s["met"],
+            "value": round(s["ratio"], 3),
+        }
+        for th, s in res["summary"].items()
+    }
+    return {"vs_llama_cpp": {**res, "rows": rows}, "llama_goals": goals}
 
 
 def main() -> None:
@@ -213,6 +415,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--spec-tokens", type=int, default=128, help="new tokens, prompt set")
     parser.add_argument("--spec-only", action="store_true", help="only the prompt set (5)")
+    parser.add_argument("--llama-only", action="store_true", help="only vs llama.cpp (6)")
+    parser.add_argument("--llama-tokens", type=int, default=128, help="new tokens, section 6")
+    parser.add_argument(
+        "--unpacked",
+        action="store_true",
+        help="prompt set: also adaptive lookup verifying with unpacked weights",
+    )
     parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -227,11 +436,20 @@ def main() -> None:
     n = args.new_tokens
 
     load_s, (model, tok) = best_of(lambda: load_smollm2(args.device), 1)
+    if args.llama_only:  # section 6 alone
+        llama = vs_llama_cpp(model, tok, args.llama_tokens, args.repeats)
+        print_vs_llama_cpp(llama, args.repeats)
+        part = llama_cpp_result(llama)
+        only = {"bench": "generate", "device": str(model.device), "goals": part["llama_goals"]}
+        print("RESULT " + json.dumps(only | {"vs_llama_cpp": part["vs_llama_cpp"]}))
+        return
     hf = to_hf(model)
     story, quote = chat_prompt(tok, STORY), chat_prompt(tok, QUOTE)
     generate(model, story, 8, stop_ids=())  # warm-up
     costs = pass_costs(model, clock=args.clock)
-    spec = prompt_set_bench(model, tok, args.spec_tokens, args.repeats, args.clock)
+    spec = prompt_set_bench(
+        model, tok, args.spec_tokens, args.repeats, args.clock, unpacked=args.unpacked
+    )
     if args.spec_only:
         print(
             f"device {model.device}, dtype {model.dtype}, torch threads {torch.get_num_threads()}"
@@ -384,6 +602,10 @@ def main() -> None:
         "versions": library_versions(),
         **{k: v for k, v in extra.items() if k != "spec_goals"},
     }
+    llama = llama_cpp_result(vs_llama_cpp(model, tok, args.llama_tokens, args.repeats))
+    print_vs_llama_cpp(llama["vs_llama_cpp"], args.repeats)
+    result["goals"] |= llama["llama_goals"]
+    result["vs_llama_cpp"] = llama["vs_llama_cpp"]
     print("RESULT " + json.dumps(result))
 
 

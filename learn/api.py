@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
 from ninja import Query, Router, Schema
 from redis.exceptions import RedisError
@@ -238,6 +238,65 @@ def run_neighbours(
     if found is None:
         raise ApiProblem(404, f"This run has no text at position {position}.")
     return found
+
+
+@router.get(
+    "/runs/{run_id}/model/{name}",
+    response={200: dict[str, Any], READ_PROBLEMS: Problem},
+    tags=["runs"],
+    url_name="trained_model_file",
+    summary="A tiny GPT trained in 'Train a tiny GPT': its weights or its config",
+    description="`model.safetensors` (GPT-2's parameter names), `config.json` (GPT2Config's "
+    "fields) or `curves.json` (its loss curves). Save the first two in one folder and "
+    "`transformers.GPT2LMHeadModel.from_pretrained(folder)` loads the model. A cancelled "
+    "run keeps the checkpoint it had reached.",
+)
+def trained_model_file(
+    request: HttpRequest,
+    run_id: uuid.UUID,
+    name: Literal["model.safetensors", "config.json", "curves.json"],
+) -> HttpResponse:
+    from learn.playgrounds.training import model_folder
+
+    run = find_run(run_id)
+    path = model_folder(run.id) / name
+    if run.playground != "train-gpt" or not path.is_file():
+        raise ApiProblem(
+            404, f"Run {run_id} kept no {name}: train a model with 'Train a tiny GPT' first."
+        )
+    kind = "application/octet-stream" if name.endswith(".safetensors") else "application/json"
+    return FileResponse(path.open("rb"), content_type=kind, as_attachment=True, filename=name)
+
+
+@router.get(
+    "/runs/{run_id}/lora/{name}",
+    response={200: dict[str, Any], READ_PROBLEMS: Problem},
+    tags=["runs"],
+    url_name="lora_adapter",
+    summary="The LoRA adapter trained in 'Fine-tune SmolLM2 with LoRA'",
+    description="`adapter.safetensors`: lora_A (r, in) and lora_B (out, r) per adapted "
+    "projection of our Llama (`layers.N.attention.wqkv`, `.wo`, `.feed_forward.w13`, `.w2`), "
+    "rank, alpha and targets in its metadata. `adapter-peft.zip`: the same adapter for "
+    "transformers' Llama (q/k/v and gate/up split out): unzip it into a folder and "
+    "`peft.PeftModel.from_pretrained(<SmolLM2-135M-Instruct>, folder)` loads it. A cancelled "
+    "run keeps the adapter it had reached.",
+)
+def lora_adapter(
+    request: HttpRequest,
+    run_id: uuid.UUID,
+    name: Literal["adapter.safetensors", "adapter-peft.zip"],
+) -> HttpResponse:
+    from learn.playgrounds.finetune import adapter_path
+
+    run = find_run(run_id)
+    path = adapter_path(run.id, name)
+    if run.playground != "lora-finetune" or not path.is_file():
+        raise ApiProblem(
+            404, f"Run {run_id} kept no adapter: fine-tune one with 'Fine-tune SmolLM2 with LoRA'."
+        )
+    kind = "application/zip" if name.endswith(".zip") else "application/octet-stream"
+    filename = f"lora-{str(run.id)[:8]}-{name}"
+    return FileResponse(path.open("rb"), content_type=kind, as_attachment=True, filename=filename)
 
 
 class TokenizerOut(Schema):

@@ -89,6 +89,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             "positional encodings",
             "attention masks",
             "sampling: temperature, top-k, top-p",
+            "training a tiny GPT, and distillation",
+            "fine-tuning SmolLM2 with LoRA",
         ),
         lesson_template="lessons/transformers.html",
     ),

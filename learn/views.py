@@ -52,8 +52,8 @@ def chapter(request: HttpRequest, slug: str) -> HttpResponse:
     }
     if slug == "rag-agents":  # the chapter 6 forms offer the learner's own collections
         context["my_collections"] = collections_of(owners.acting_tags(request))
-    if slug == "tokenization":  # the tokenize forms offer the tokenizers this learner
-        # trained, and the one a shared link names (?trained=<id>), nobody else's
+    if slug in ("tokenization", "transformers"):  # the tokenize and train-gpt forms offer
+        # the tokenizers this learner trained, and one a shared link names, nobody else's
         shared = Q(pk=request.GET["trained"]) if is_uuid(request.GET.get("trained")) else Q()
         context["trained_tokenizers"] = TrainedTokenizer.objects.filter(
             Q(run__owner__in=owners.acting_tags(request)) | shared

@@ -313,8 +313,12 @@ def test_inference_chapter_kv_cache_and_tiled_attention(page, site: str) -> None
     assert tiled.locator("canvas[data-chart=attn-time]").count() == 1
     tiled.screenshot()
 
-    paged = chapter.playground("paged-kv").run(timeout=60_000)
+    paged = chapter.playground("paged-kv").run(
+        timeout=120_000, decode_concurrency="1, 2", decode_tokens=4
+    )
     assert paged.locator(".block.shared").count() > 0  # the shared prefix, drawn
+    assert paged.locator("table.paged-decode tr").count() == 3  # header + 2 concurrencies
+    assert paged.locator("canvas[data-chart=paged-decode-blocks]").count() == 1
     paged.screenshot()
     chapter.finish(screenshot=True)
 
@@ -506,3 +510,55 @@ def shown_run(site: str, playground: Playground) -> dict:
 
     panel_id = playground.locator(".run").first.get_attribute("id")  # "run-<uuid>"
     return httpx.get(f"{site}/api/runs/{panel_id.removeprefix('run-')}").json()
+
+
+def test_train_a_tiny_gpt_draws_its_curves_and_head_live_then_generates(page, site: str) -> None:
+    chapter = Chapter(page, site, "transformers")
+    train = chapter.playground("train-gpt")
+    train.locator("input[name=source][value=text]").check()
+    train.locator("textarea[name=text]").fill("the quick brown fox jumps over the lazy dog. " * 60)
+    for name, value in {"steps": 10, "batch_size": 4}.items():  # sliders: set, then announce
+        train.locator(f"input[name={name}]").evaluate(
+            f"(e) => {{ e.value = '{value}'; e.dispatchEvent(new Event('input')); }}"
+        )
+    train.run(timeout=120_000, n_layer=1, n_head=2, n_embd=32, context=16, warmup=2)
+    live = page.evaluate(
+        """() => {
+          const canvas = document.querySelector('#pg-train-gpt canvas[data-chart=train-live]');
+          return Chart.getChart(canvas).data.datasets.map((d) => [d.label, d.data.length]);
+        }"""
+    )
+    assert live == [["training", 11], ["validation", 11]]  # step 0, then every step
+    final = train.locator(".train-final")
+    assert final.locator("canvas[data-chart=train-curves]").count() == 1
+    head = final.locator("canvas[data-chart=attention-head]")
+    assert int(head.get_attribute("data-row-labels") or 0) > 0  # the heatmap was drawn
+    assert final.locator(".train-samples li").count() == 10
+    train.screenshot()
+    final.get_by_role("button", name="Generate").click()
+    text = final.locator(".run-out .generated-final")
+    text.wait_for(timeout=60_000)
+    assert len(text.inner_text()) > len("The ")
+    chapter.finish()
+
+
+def test_lora_fine_tuning_draws_its_loss_live_then_answers_before_and_after(
+    page, site: str
+) -> None:
+    chapter = Chapter(page, site, "transformers")
+    tune = chapter.playground("lora-finetune")
+    tune.locator("textarea[name=prompts]").fill("What is a rainbow?")
+    tune.run(timeout=180_000, steps=2, batch_size=1, rank=2, max_new_tokens=8)
+    live = tune.locator(".lora-live svg[data-chart-svg=lora-loss]")
+    assert live.get_attribute("data-points") == "2"  # redrawn at each step
+    assert len(live.locator("polyline").get_attribute("points").split()) == 2
+    result = tune.locator(".lora-result")
+    assert len(result.locator("polyline").get_attribute("points").split()) == 2
+    assert result.locator("table.lora-answers tbody tr").count() == 1
+    assert "of the model's weights" in result.locator("table.lora-sizes").inner_text()
+    href = result.get_by_role("link", name="Download the adapter (safetensors)").get_attribute(
+        "href"
+    )
+    assert page.request.get(f"{site}{href}").status == 200
+    tune.screenshot()
+    chapter.finish()

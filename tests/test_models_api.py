@@ -119,6 +119,7 @@ def test_positions_paged_cache_tiled_attention_and_moe(api: httpx.Client):
     assert shared and all(snapshot["refcount"][b] == blocks.count(b) for b in set(blocks))
     tiny = finished_run_status(api, "paged-kv", {"requests": 8, "num_blocks": 4})
     assert tiny["status"] == "failed" and "The pool ran out" in tiny["error"]
+    assert paged["result"]["decode"] is None  # no real decode unless asked
 
     tiled_run = finished_run(
         api, "tiled-attention", {"seq_lens": [64, 128], "d": 16, "heads": 2, "block_size": 32}
@@ -198,6 +199,28 @@ def test_the_weight_inspectors_defaults_show_an_error_to_look_at(api: httpx.Clie
     assert len(set(result["error"]["edges"])) > 2  # the error histogram has a real range
 
 
+def test_paged_kv_real_decode_batches_requests_on_blocks(api: httpx.Client):
+    """SmolLM2 serves 2 x N requests N at a time from a paged cache (tokens equal to
+    per-request greedy are checked in tests/lab/test_paged_decode.py)."""
+    params = {"requests": 2, "sharers": 1, "decode_concurrency": [1, 2], "decode_tokens": 4}
+    run = finished_run(api, "paged-kv", params)
+    d = run["result"]["decode"]
+    assert d["device"] == run["result"]["device"] == worker_device(api, run["worker"])
+    one, two = d["rows"]
+    assert (one["concurrency"], one["requests"], two["requests"]) == (1, 2, 4)
+    assert 4 * 2 <= two["new_tokens"] <= 4 * 4  # lengths drawn from [2, 4]
+    assert one["tokens_per_s"] > 0 and two["tokens_per_s"] > 0 and d["generate_tokens_per_s"] > 0
+    t = d["timeline"]
+    assert t["concurrency"] == 2 and max(t["batch"]) == 2
+    assert max(r["joined"] for r in t["requests"]) > 0  # the second two joined mid-flight
+    slot = two["bytes_per_slot"]
+    for owners, kv, held in zip(t["owners"], t["kv_bytes"], t["tokens_bytes"], strict=True):
+        assert kv == sum(o >= 0 for o in owners) * d["block_size"] * slot
+        assert held <= kv  # paged wastes less than a block per request
+    assert max(t["kv_bytes"]) == two["peak_kv_bytes"]
+    assert max(t["contiguous_bytes"]) == two["peak_contiguous_bytes"] > 0
+
+
 @pytest.mark.parametrize(
     ("slug", "params", "says"),
     [
@@ -207,6 +230,8 @@ def test_the_weight_inspectors_defaults_show_an_error_to_look_at(api: httpx.Clie
         ("quantize", {"group_size": 48}, "group_size must be"),
         ("quantize", {"variants": ["int3"]}, "variants"),
         ("paged-kv", {"requests": 2, "sharers": 3}, "sharers cannot exceed"),
+        ("paged-kv", {"decode_concurrency": [33]}, "outside 1-32"),
+        ("paged-kv", {"decode_concurrency": [32, 32], "decode_tokens": 64}, "limit is 4,096"),
         ("sparse-attention", {"windows": [0]}, "1-1,024"),
         ("weight-inspect", {"model": "minilm", "layer": 7}, "MiniLM has layers 0-5"),
         ("weight-inspect", {"group_size": 128}, "do not divide this matrix's 576 inputs"),

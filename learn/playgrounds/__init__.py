@@ -8,6 +8,7 @@ here, a handler in the mirrored ``workers/handlers/<chapter>.py``, a template
 from learn.playgrounds import (
     agents,
     embeddings,
+    finetune,
     inference,
     prompting,
     rag,
@@ -15,6 +16,7 @@ from learn.playgrounds import (
     serving,
     structured,
     tokens,
+    training,
     transformers,
     vectors,
 )
@@ -32,6 +34,8 @@ CHAPTER_MODULES = (
     vectors,
     tokens,
     transformers,
+    training,
+    finetune,
     inference,
     rag,
     serving,

@@ -34,6 +34,10 @@ class KVCacheParams(PlaygroundParams):
     max_new_tokens: int = Field(default=64, ge=2, le=128)
 
 
+PAGED_DECODE_MAX_CONCURRENCY = 32  # requests decoded together on a CPU worker
+PAGED_DECODE_MAX_TOKENS = 4_096  # new tokens made by one run's real decodes, all together
+
+
 class PagedKVParams(PlaygroundParams):
     requests: int = Field(default=8, ge=1, le=64)
     block_size: int = Field(default=16, ge=1, le=256)
@@ -42,6 +46,19 @@ class PagedKVParams(PlaygroundParams):
     shared_prefix: int = Field(default=64, ge=0, le=4_096, description="system-prompt tokens")
     sharers: int = Field(default=4, ge=0, le=64, description="requests that share the prefix")
     seed: Seed = 0
+    # the real decode: SmolLM2 serves 2 x N requests, N at a time, for each N listed
+    decode_concurrency: list[int] = Field(
+        default=[],
+        max_length=4,
+        description="real batched decode: concurrent requests per run (empty: simulation only)",
+    )
+    decode_tokens: int = Field(default=16, ge=2, le=64, description="most new tokens a request")
+
+    @classmethod
+    def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
+        data = super().from_form(form, files)
+        data["decode_concurrency"] = number_list(form.get("decode_concurrency"))
+        return data
 
     @model_validator(mode="after")
     def fits(self) -> PagedKVParams:
@@ -49,6 +66,18 @@ class PagedKVParams(PlaygroundParams):
             raise ValueError("sharers cannot exceed requests")
         if self.shared_prefix > self.max_len // 2:
             raise ValueError("shared_prefix must be at most half of max_len")
+        for n in self.decode_concurrency:
+            if not 1 <= n <= PAGED_DECODE_MAX_CONCURRENCY:
+                raise ValueError(
+                    f"concurrent requests {n} is outside 1-{PAGED_DECODE_MAX_CONCURRENCY}"
+                )
+        work = 2 * sum(self.decode_concurrency) * self.decode_tokens
+        if work > PAGED_DECODE_MAX_TOKENS:
+            raise ValueError(
+                f"the real decode would make up to {work:,} tokens (2 x the concurrent "
+                f"requests x tokens); the limit is {PAGED_DECODE_MAX_TOKENS:,}: list fewer "
+                "or smaller concurrencies, or fewer tokens"
+            )
         return self
 
 
@@ -91,7 +120,11 @@ class SpeculativeParams(PlaygroundParams):
     )
     max_new_tokens: int = Field(default=64, ge=1, le=200)
     ngram: int = Field(
-        default=3, ge=1, le=8, description="prompt lookup: tokens of the tail that must match"
+        default=1,
+        ge=1,
+        le=8,
+        description="prompt lookup: the shortest match (tokens of the tail found earlier) "
+        "that drafts",
     )
     num_draft: int = Field(
         default=16,
@@ -102,8 +135,9 @@ class SpeculativeParams(PlaygroundParams):
     )
     adaptive: bool = Field(
         default=True,
-        description="prompt lookup: start at 8 tokens, double the draft after a full "
-        "acceptance and halve it after a rejection (never below 3)",
+        description="prompt lookup: follow the earlier copy with the longest matching "
+        "context, draft more the longer the match (4 tokens for 1, up to 32 for 8), start "
+        "at 8, double after a full acceptance and halve after a rejection (never below 3)",
     )
     draft: Literal["fp16", "layers"] = Field(
         default="fp16", description="draft model: an fp16 copy, or the first draft_layers layers"
@@ -249,9 +283,11 @@ register(
         "paged-kv",
         "Paged KV cache",
         "A batch of requests served from fixed-size blocks: memory used against "
-        "max-length reservations, and prefix blocks shared by reference count.",
+        "max-length reservations, and prefix blocks shared by reference count; then "
+        "SmolLM2 really serving requests from a paged cache with continuous batching.",
         PagedKVParams,
-        time_limit=60,
+        queue="gpu",
+        time_limit=300,
     ),
     _entry(
         "tiled-attention",

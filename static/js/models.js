@@ -109,6 +109,51 @@
         options: base({ parsing: false, scales: { x: axis("step", { type: "linear" }), y: axis("token slots", { beginAtZero: true }) } }) });
     },
 
+    // The paged-KV playground's real decode: speed by concurrency, memory and blocks by step.
+    "paged-decode-speed"(canvas) {
+      const d = dataFor(canvas).decode;
+      new Chart(canvas, { type: "bar",
+        data: { labels: d.rows.map((x) => String(x.concurrency)),
+          datasets: [{ label: "tokens/s (prefills included)", data: d.rows.map((x) => x.tokens_per_s), backgroundColor: PALETTE[0] },
+                     { label: "one request at a time", data: d.rows.map(() => d.generate_tokens_per_s), backgroundColor: PALETTE[1] }] },
+        options: base({ scales: { x: axis("requests decoded together"), y: axis("tokens per second", { beginAtZero: true }) } }) });
+    },
+
+    "paged-decode-memory"(canvas) {
+      const t = dataFor(canvas).decode.timeline;
+      const line = (label, ys, c) => ({ label, data: ys.map((y, i) => ({ x: i, y: y / 1048576 })), borderColor: c, backgroundColor: c, pointRadius: 0, borderWidth: 2 });
+      new Chart(canvas, { type: "line",
+        data: { datasets: [line("tokens held", t.tokens_bytes, PALETTE[2]), line("paged: blocks in use", t.kv_bytes, PALETTE[0]),
+          line("contiguous per request", t.contiguous_bytes, PALETTE[1])] },
+        options: base({ parsing: false, scales: { x: axis("step", { type: "linear", ticks: { precision: 0 } }), y: axis("MiB", { beginAtZero: true }) } }) });
+    },
+
+    // A grid: one row per block, one column per step, coloured by the request holding it.
+    "paged-decode-blocks"(canvas) {
+      const t = dataFor(canvas).decode.timeline, steps = t.owners.length, blocks = t.num_blocks;
+      const left = 44, bottom = 20, ch = Math.min(14, (280 - bottom) / blocks);
+      canvas.parentElement.style.height = `${Math.ceil(blocks * ch + bottom)}px`; // no empty band
+      const w = canvas.clientWidth || 600, h = canvas.clientHeight || 280, ratio = window.devicePixelRatio || 1;
+      canvas.width = w * ratio; canvas.height = h * ratio;
+      const ctx = canvas.getContext("2d");
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      const cw = (w - left) / steps;
+      for (let s = 0; s < steps; s++) for (let b = 0; b < blocks; b++) {
+        const who = t.owners[s][b];
+        if (who < 0) continue;
+        ctx.fillStyle = `hsl(${(who * 137.5) % 360}, 65%, 55%)`;
+        ctx.fillRect(left + s * cw, b * ch, Math.ceil(cw), Math.ceil(ch));
+      }
+      ctx.fillStyle = css("--ink"); ctx.font = "11px system-ui, sans-serif";
+      ctx.fillText("block", 0, 10); ctx.fillText(`0-${blocks - 1}`, 0, 24);
+      ctx.fillText(`step 0 → ${steps - 1}`, left, blocks * ch + 14);
+      canvas.addEventListener("mousemove", (e) => {
+        const s = Math.floor((e.offsetX - left) / cw), b = Math.floor(e.offsetY / ch);
+        const who = s >= 0 && s < steps && b < blocks ? t.owners[s][b] : undefined;
+        canvas.title = who === undefined ? "" : `step ${s}, block ${b}: ${who < 0 ? "free" : "request " + who}`;
+      });
+    },
+
     "attn-time"(canvas) { attnChart(canvas, "ms", "milliseconds per call"); },
     "attn-memory"(canvas) { attnChart(canvas, "peak_bytes", "peak extra bytes"); },
 

@@ -91,7 +91,7 @@ def paged_kv(p: PagedKVParams, job: Job) -> dict[str, Any]:
             shared_prefix=p.shared_prefix,
             bytes_per_slot=per_slot,
             peak=snapshot,
-            emit=scaled_emit(job.emit, 0, 100),
+            emit=scaled_emit(job.emit, 0, 50 if p.decode_concurrency else 100),
         )
     except OutOfBlocks as exc:
         raise PlaygroundError(
@@ -99,6 +99,7 @@ def paged_kv(p: PagedKVParams, job: Job) -> dict[str, Any]:
             "a real server would make a request wait or preempt one."
         ) from exc
     peak = max(history, key=lambda s: s.allocated_slots)
+    decode = paged_decode(p, job) if p.decode_concurrency else None
     return {
         "requests": [asdict(r) for r in requests],
         "steps": [asdict(s) for s in history],
@@ -107,7 +108,73 @@ def paged_kv(p: PagedKVParams, job: Job) -> dict[str, Any]:
         "waste_paged": peak.waste_slots / max(peak.allocated_slots, 1),
         "waste_contiguous": peak.contiguous_waste_slots / max(peak.contiguous_slots, 1),
         "bytes_per_slot": per_slot,
-        "device": "cpu",
+        "decode": decode,
+        "device": decode["device"] if decode else "cpu",
+    }
+
+
+PAGED_OWNER_CELLS = 60_000  # steps x blocks of the block-occupancy picture, at most
+PAGED_PROMPTS = (  # different lengths, so requests need different numbers of blocks
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves falling in a quiet park at dusk.",
+    "Explain gravity to a child.",
+    "List three uses of a paper clip, one per line, and say which one is most surprising.",
+    "Why is the sky blue?",
+    "Give me a short recipe for pancakes.",
+)
+
+
+def paged_decode(p: PagedKVParams, job: Job) -> dict[str, Any]:
+    """SmolLM2 serving 2 x N requests, N at a time, from a paged cache, for each N asked:
+    tokens/s, KV bytes paged vs contiguous, and the largest N's blocks over its steps."""
+    from learn.lab.decoding import generate
+    from learn.lab.paged_decode import concurrency_sweep
+
+    job.emit("progress", pct=50, message="Loading SmolLM2 for the real decode")
+    model, _ = modelcache.smollm2()
+    prompts = [prompt_ids(t) for t in PAGED_PROMPTS]
+    n = p.decode_tokens
+    peer = generate(model, prompts[0], n, stop_ids=())  # batch 1: what batching is measured by
+    largest = max(p.decode_concurrency)
+    rows = concurrency_sweep(
+        model,
+        prompts,
+        p.decode_concurrency,
+        n,
+        rounds=2,
+        vary_lengths=True,
+        block_size=p.block_size,
+        seed=p.seed,
+        record_owners_for=largest,
+        emit=scaled_emit(job.emit, 55, 100, "real decode"),
+    )
+    timeline = next(r for r in rows if r["concurrency"] == largest)
+    steps = timeline.pop("timeline")
+    per_request = timeline.pop("per_request")
+    for row in rows:
+        row.pop("timeline", None)
+        row.pop("per_request", None)
+        row["vs_generate_batch1"] = round(row["tokens_per_s"] / peer.tokens_per_s, 3)
+    return {
+        "rows": rows,
+        "generate_tokens_per_s": round(peer.tokens_per_s, 2),
+        "tokens": n,
+        "block_size": p.block_size,
+        "timeline": {
+            "concurrency": largest,
+            "num_blocks": timeline["num_blocks"],
+            "requests": per_request,
+            "batch": [s["batch"] for s in steps],
+            "kv_bytes": [s["kv_bytes"] for s in steps],
+            "contiguous_bytes": [s["contiguous_bytes"] for s in steps],
+            "tokens_bytes": [s["tokens_held"] * timeline["bytes_per_slot"] for s in steps],
+            # block -> request per step; left out when too many cells to send and draw
+            "owners": [s["owners"] for s in steps]
+            if len(steps) * timeline["num_blocks"] <= PAGED_OWNER_CELLS
+            else None,
+        },
+        "device": rows[0]["device"],
+        "dtype": rows[0]["dtype"],
     }
 
 
@@ -190,10 +257,10 @@ def speculative(p: SpeculativeParams, job: Job) -> dict[str, Any]:
         model,
         ids,
         n,
-        p.ngram,
+        max(p.ngram, 3),  # fixed: the tail's last 3 tokens, down to ngram, as first written
         p.num_draft,
         adaptive=p.adaptive,
-        min_ngram=p.ngram if p.adaptive else 1,  # fixed: any match drafts, as first written
+        min_ngram=p.ngram,
         tokenizer=tokenizer,
         emit=tagged("lookup"),
     )
