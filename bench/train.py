@@ -9,7 +9,11 @@ which ship with Python), one step of ours then one of theirs, interleaved so tha
 noise falls on both. Each step is timed whole (forward, loss, backward, clipping, optimiser
 step); tokens/s uses the median step time. The loss of both is the same cross-entropy on
 their logits, so the curves should agree to float rounding: the table gives the largest
-difference between the two per-step losses. Ends with ``RESULT <json>``.
+difference between the two per-step losses.
+
+Then LoRA against full fine-tuning of SmolLM2 on the same batch (``bench/train_lora.py``:
+step time, peak memory, weights trained; ``--lora-steps 0`` skips it). Unigram against
+``sentencepiece`` is ``bench/unigram.py``. Ends with ``RESULT <json>``.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--lora-steps", type=int, default=3, help="0: skip the LoRA section")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -148,6 +153,12 @@ def main() -> None:
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+    if args.lora_steps:
+        import train_lora  # bench/ is this script's folder, first on sys.path
+
+        print()
+        result["lora"] = train_lora.measure(args.device, batch=4, steps=args.lora_steps)
+        train_lora.report(result["lora"])
     print("RESULT " + json.dumps(result))
 
 

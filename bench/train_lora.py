@@ -255,6 +255,35 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
+def report(result: dict[str, Any]) -> None:
+    """The side-by-side table of one ``measure`` result."""
+    lora, full = result["lora"], result["full"]
+    print(
+        f"SmolLM2-135M{' (random weights)' if result['random_weights'] else ''}, one batch of "
+        f"{result['batch']} pairs ({result['tokens_per_step']} token slots), float32, "
+        f"{result['device']}, {lora['threads']} threads; LoRA r={result['rank']} "
+        f"alpha={result['alpha']:g} on {result['targets']}"
+    )
+    print(f"{'':28}{'LoRA':>16}{'full':>16}{'full / LoRA':>14}")
+    print(
+        f"{'step time (best of ' + str(result['steps']) + ')':28}{lora['step_s'] * 1e3:>13.0f} ms"
+        f"{full['step_s'] * 1e3:>13.0f} ms{result['speedup']:>13.2f}×"
+    )
+    print(
+        f"{'peak memory added':28}{_mb(lora['peak_bytes']):>16}{_mb(full['peak_bytes']):>16}"
+        f"{result['peak_ratio']:>13.2f}×"
+    )
+    print(
+        f"{'weights+grads+AdamW':28}{_mb(lora['state_bytes']):>16}"
+        f"{_mb(full['state_bytes']):>16}{result['state_ratio']:>13.2f}×"
+    )
+    print(
+        f"{'weights trained':28}{lora['trainable']:>16,}{full['trainable']:>16,}"
+        f"{full['trainable'] / lora['trainable']:>13.1f}×"
+    )
+    print(f"(peak memory: {lora['peak_how']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -274,31 +303,7 @@ def main() -> None:
         print("SIDE " + json.dumps(result))
         return
     result = measure(args.device, args.batch, args.steps, args.rank, args.alpha, args.targets)
-    lora, full = result["lora"], result["full"]
-    print(
-        f"SmolLM2-135M{' (random weights)' if result['random_weights'] else ''}, one batch of "
-        f"{args.batch} pairs ({result['tokens_per_step']} token slots), float32, "
-        f"{args.device}, {lora['threads']} threads; LoRA r={args.rank} alpha={args.alpha:g} "
-        f"on {args.targets}"
-    )
-    print(f"{'':28}{'LoRA':>16}{'full':>16}{'full / LoRA':>14}")
-    print(
-        f"{'step time (best of ' + str(args.steps) + ')':28}{lora['step_s'] * 1e3:>13.0f} ms"
-        f"{full['step_s'] * 1e3:>13.0f} ms{result['speedup']:>13.2f}×"
-    )
-    print(
-        f"{'peak memory added':28}{_mb(lora['peak_bytes']):>16}{_mb(full['peak_bytes']):>16}"
-        f"{result['peak_ratio']:>13.2f}×"
-    )
-    print(
-        f"{'weights+grads+AdamW':28}{_mb(lora['state_bytes']):>16}"
-        f"{_mb(full['state_bytes']):>16}{result['state_ratio']:>13.2f}×"
-    )
-    print(
-        f"{'weights trained':28}{lora['trainable']:>16,}{full['trainable']:>16,}"
-        f"{full['trainable'] / lora['trainable']:>13.1f}×"
-    )
-    print(f"(peak memory: {lora['peak_how']})")
+    report(result)
     print("RESULT " + json.dumps(result))
 
 
