@@ -70,12 +70,64 @@ def _recall_at(reference: np.ndarray, other: np.ndarray, queries: int, k: int = 
     return recall_at_k(other_top, ref_top, k)
 
 
+TIMED_TEXTS = 64  # MiniLM: texts in the timed batches (the first of those scored)
+ROUNDS = 3  # timed runs of each side; the best counts
+
+
+def _batches(encoder: Any, texts: list[str], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """``texts`` tokenized and padded once, as ``Encoder.encode`` batches them (longest
+    first): the model's inputs, so that a timing covers the model and nothing else."""
+    ids = encoder.tokenizer(
+        list(texts), truncation=True, max_length=encoder.max_length, return_attention_mask=False
+    )["input_ids"]
+    ids = sorted(ids, key=len, reverse=True)
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    out = []
+    for b in range(0, len(ids), batch_size):
+        rows = ids[b : b + batch_size]
+        width = len(rows[0])
+        x = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])  # (B, T)
+        mask = (torch.arange(width) < torch.tensor([len(r) for r in rows])[:, None]).long()
+        out.append({"input_ids": x, "attention_mask": mask, "token_type_ids": torch.zeros_like(x)})
+    return out
+
+
+@torch.inference_mode()
+def _forward_all(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: str) -> None:
+    """Run every batch through ``model`` and bring the pooled vectors back to the CPU
+    (which also waits for a GPU to finish)."""
+    for batch in batches:
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        hidden = model(**inputs).last_hidden_state.float()  # (B, T, d)
+        m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).cpu()  # (B, d), as encode pools
+
+
+def paired_timing(
+    fns: list[Callable[[], object]], rounds: int = ROUNDS, clock: Callable[[], float] | None = None
+) -> list[float]:
+    """Best seconds of each of ``fns`` over ``rounds`` rounds, one call of each per round
+    (after one untimed warm-up call each), so that load on the machine hits them alike."""
+    clock = clock or time.perf_counter
+    for fn in fns:
+        fn()  # warm-up: first-call allocations, kernel selection, thread pool start
+    best = [float("inf")] * len(fns)
+    for _ in range(max(rounds, 1)):
+        for i, fn in enumerate(fns):
+            start = clock()
+            fn()
+            best[i] = min(best[i], clock() - start)
+    return best
+
+
 def bench_minilm(
     variants: list[str],
     *,
     device: str = "cpu",
     sentences: int = 256,
     queries: int = 50,
+    timed: int = TIMED_TEXTS,
+    rounds: int = ROUNDS,
     emit: Emit = no_emit,
 ) -> list[dict[str, Any]]:
     """all-MiniLM-L6-v2 at each precision: sentences/s, cosine to fp32, recall@10.
@@ -83,12 +135,18 @@ def bench_minilm(
     Quality is measured on ``sentences`` paragraphs of Python's docs: mean and minimum
     cosine between each paragraph's fp32 and quantized embedding, and recall@10 of the
     fp32 neighbours for the first ``queries`` paragraphs.
+
+    Speed: the first ``timed`` paragraphs, tokenized and padded once (batches of 32),
+    through the model alone; each variant is timed in ``rounds`` rounds alternating with
+    fp32 (both warmed up first, best round of each), and its ``speedup`` is fp32's time
+    over its own in those same rounds, so a busy moment on the machine slows both sides.
     """
     from learn.lab.embeddings import Encoder
 
     texts = list(paragraphs())[:sentences]
     encoder = Encoder(device=device)
     base_model = encoder.model
+    batches = _batches(encoder, texts[:timed], batch_size=32)
 
     def calibrate(model: nn.Module) -> None:  # int8-smooth: run the fp32 copy on the CPU
         encoder.model, encoder.device = model, "cpu"
@@ -96,6 +154,7 @@ def bench_minilm(
 
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
+    fp32: tuple[nn.Module, str] | None = None
     for variant, target, step in _runnable(variants, device, "MiniLM", rows, emit):
         # int4 de-quantizes per call on big batches; int8-smooth takes fbgemm's fast kernel
         fused = variant == "int8-smooth"
@@ -103,18 +162,35 @@ def bench_minilm(
             base_model.cpu(), variant, target, skip=("pooler",), fused=fused, calibrate=calibrate
         )
         encoder.model, encoder.device = model, target
-        timing = scaled_emit(step, 10, 95, f"timing {len(texts)} texts twice")
-        seconds, vectors = best_of(lambda e=timing: encoder.encode(texts, batch_size=32, emit=e), 2)
+        scoring = scaled_emit(step, 10, 50, f"embedding {len(texts)} texts")
+        vectors = encoder.encode(texts, batch_size=32, emit=scoring)
         if reference is None:
-            reference = vectors
+            reference, fp32 = vectors, (model, target)
+        step("progress", pct=55, message=f"timing {len(batches)} batches against fp32")
+        ref_model, ref_device = fp32 if fp32 is not None else (model, target)
+        sides = [lambda m=model, d=target: _forward_all(m, batches, d)]
+        if ref_model is not model:  # fp32 alongside, in the same rounds
+            sides.append(lambda m=ref_model, d=ref_device: _forward_all(m, batches, d))
+        seconds = paired_timing(sides, rounds)
         cos = np.sum(reference * vectors, axis=1)
         quality = {
             "cosine_mean": round(float(cos.mean()), 5),
             "cosine_min": round(float(cos.min()), 5),
             "recall_at_10": round(_recall_at(reference, vectors, queries), 4),
         }
-        speed = len(texts) / seconds
-        _measured(rows, emit, variant, target, model, convert_s, speed, "sentences/s", quality)
+        speedup = seconds[-1] / seconds[0]  # fp32's time / this variant's (1 for fp32)
+        _measured(
+            rows,
+            emit,
+            variant,
+            target,
+            model,
+            convert_s,
+            min(timed, len(texts)) / seconds[0],
+            "sentences/s",
+            quality,
+            speedup=speedup,
+        )
     encoder.model = base_model
     return rows
 
@@ -261,10 +337,14 @@ def _measured(
     speed: float,
     speed_unit: str,
     quality: dict[str, Any],
+    speedup: float | None = None,
 ) -> None:
-    """Record a measured variant's row, with its ratios to fp32, and emit it."""
+    """Record a measured variant's row, with its ratios to fp32, and emit it. ``speedup``:
+    measured against fp32 in the same rounds; without it, this speed over fp32's row's."""
     measured = {"convert_s": convert_s, "speed": speed, "speed_unit": speed_unit}
     row = _row(variant, device, weight_bytes=weight_bytes(model), quality=quality, **measured)
+    if speedup is not None:
+        row["speedup"] = round(speedup, 3)
     rows.append(row)
     _relative(rows)
     emit("partial", row=row)
@@ -290,10 +370,12 @@ def _row(variant: str, device: str, *, skipped: str | None = None, **measured: A
 
 
 def _relative(rows: list[dict[str, Any]]) -> None:
-    """Fill size_ratio (fp32 bytes / these bytes) and speedup (this speed / fp32's)."""
+    """Fill size_ratio (fp32 bytes / these bytes) and, where a row has none measured in
+    pairs, speedup (this speed / fp32's)."""
     base = rows[0]
     for row in rows:
         if row["skipped"]:
             continue
         row["size_ratio"] = round(base["weight_bytes"] / row["weight_bytes"], 3)
-        row["speedup"] = round(row["speed"] / base["speed"], 3)
+        if row.get("speedup") is None:
+            row["speedup"] = round(row["speed"] / base["speed"], 3)

@@ -3,14 +3,18 @@ forward pass of the real model, keep the agreeing prefix.
 
 On a memory-bound device one pass over 1 + k tokens costs about as much as a pass over
 one, because the weights are read once either way; every accepted guess is a token for
-free. On a CPU a pass over a few tokens costs clearly more than one (``bench/generate.py``
-prints how much), so guesses must be good and few wasted. Greedy only, so the output is
-exactly plain greedy decoding's.
+free. On a CPU the matmul library is tuned for one row or for many: over 2-16 rows it
+re-arranges every weight on every call, and a pass over 9 tokens costs several times a
+1-token one. Verify passes therefore run on a twin of the model whose weights are
+arranged once (``verify_model``, oneDNN's packed layout), where a pass over a few tokens
+costs little more than plain greedy's 1-token step (``bench/generate.py`` measures both).
+Greedy only, so the output is exactly plain greedy decoding's.
 
 - ``speculative_prompt_lookup``: the guesses are copied from earlier in the sequence
-  (``NgramIndex``): free, and good when the answer quotes the prompt. Its draft length
-  adapts (``DraftLength``), and it does not speculate when nothing matches, so a prompt
-  with nothing to copy costs about what plain greedy costs.
+  (``NgramIndex``): free, and good when the answer quotes the prompt. It follows the
+  earlier occurrence with the longest agreeing context, drafts more the longer that
+  match (``length_for_match``), shrinks after rejections and grows after full acceptance
+  (``DraftLength``), and does not speculate when nothing matches.
 - ``speculative_draft_model``: a smaller model with the same tokenizer guesses.
 
 Models have the interface described in ``learn.lab.decoding``.
@@ -18,18 +22,22 @@ Models have the interface described in ``learn.lab.decoding``.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from learn.lab.decoding import TextStream, Tokenizer, stop_set, sync
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
+from learn.lab.llama import Linear, Llama
 
 PROMPTS = Path(__file__).parent / "data" / "spec_prompts.json"  # written for this project
 
@@ -100,9 +108,11 @@ class NgramIndex:
     """Prompt lookup's memory, kept up to date one token at a time.
 
     For every n-gram (min_ngram <= n <= ngram) that has a token after it, the position just
-    past its most recent occurrence. Appending a token files the n-grams that now have a
-    continuation: O(ngram) dictionary writes, however long the sequence is; a lookup is
-    one dictionary read per n. Same answers as ``lookup_draft``.
+    past its most recent occurrence; for the ``min_ngram``-grams, past every occurrence.
+    Appending a token files the n-grams that now have a continuation: O(ngram) dictionary
+    writes, however long the sequence is. ``draft`` (the most recent match of the longest
+    n-gram: the same answers as ``lookup_draft``) is one dictionary read per n; ``match``
+    (the occurrence with the longest agreeing context) reads a bounded number of them.
     """
 
     def __init__(self, tokens: Sequence[int], ngram: int, min_ngram: int = 1) -> None:
@@ -111,6 +121,7 @@ class NgramIndex:
         self.ngram, self.min_ngram = ngram, min_ngram
         self.seq: list[int] = []
         self.after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after it
+        self.every: dict[tuple[int, ...], list[int]] = {}  # min_ngram-gram -> all such indexes
         self.extend(tokens)
 
     def __len__(self) -> int:
@@ -122,6 +133,8 @@ class NgramIndex:
             end = len(self.seq) - 1  # the n-grams ending just before the new token
             for n in range(self.min_ngram, min(self.ngram, end) + 1):
                 self.after[tuple(self.seq[end - n : end])] = end  # later wins: most recent
+            if end >= self.min_ngram:
+                self.every.setdefault(tuple(self.seq[end - self.min_ngram : end]), []).append(end)
 
     def draft(self, num_draft: int) -> list[int]:
         """Up to ``num_draft`` tokens that followed the longest earlier match of the tail."""
@@ -132,15 +145,42 @@ class NgramIndex:
                 return self.seq[at : at + num_draft]
         return []
 
+    def match(self, candidates: int = 8, context: int = 32) -> tuple[int, int]:
+        """``(at, length)``: of the ``candidates`` most recent earlier occurrences of the
+        tail's last ``min_ngram`` tokens, the one preceded by the longest run of tokens
+        agreeing with the tail (``length`` of them, counted up to ``context``; ties go to
+        the most recent); the draft is ``seq[at:]``. ``(0, 0)`` when nothing matches.
+
+        Ranking by context picks the right copy when a word recurs (the same name in two
+        places of a text), and the length says how far to trust it: on our prompt set, the
+        copy after a 1-token match went on agreeing for about 1 token on average, after an
+        8-token match for more than 10.
+        """
+        seq, L = self.seq, len(self.seq)
+        best_at, best = 0, 0
+        for at in reversed(self.every.get(tuple(seq[L - self.min_ngram :]), [])[-candidates:]):
+            n = self.min_ngram  # these agree already; count on, backwards
+            while n < context and at - 1 - n >= 0 and seq[at - 1 - n] == seq[L - 1 - n]:
+                n += 1
+            if n > best:
+                best_at, best = at, n
+        return best_at, best
+
+
+def length_for_match(length: int, shortest: int = 4) -> int:
+    """How many tokens to draft after a match of ``length`` tokens: ``shortest`` for one,
+    doubling each time the match doubles (1 -> 4, 2-3 -> 8, 4-7 -> 16, 8+ -> 32)."""
+    return shortest << min(length.bit_length() - 1, 3) if length > 0 else 0
+
 
 @dataclass
 class DraftLength:
     """How many tokens to draft next: doubles after a draft is accepted whole, halves after
     a rejection, within [shortest, longest].
 
-    The floor is there because verifying is not free on a CPU: with PyTorch's BLAS a pass
-    over 2 or 3 tokens costs nearly what a pass over 4 does (measured by bench/generate.py),
-    so a 1-token draft rarely pays for its pass.
+    The floor is there because a draft's first tokens are the likeliest to be accepted
+    and, on a CPU with unpacked weights, a pass over 2 or 3 tokens costs nearly what a pass
+    over 4 does (``bench/generate.py`` measures it).
     """
 
     k: int = 8
@@ -160,11 +200,105 @@ class DraftLength:
             self.k = max(self.shortest, self.k // 2)
 
 
-class _Verifier:
-    """A model plus its cache; ``predict`` scores a run of new tokens in one forward pass."""
+# ------------------------------------------------------------------ the verify pass
 
-    def __init__(self, model: Any, total: int) -> None:
+
+PACK_ROWS = 16  # the row count oneDNN's weight layout is chosen for: a typical verify pass
+
+
+def _can_pack(model: Any) -> bool:
+    """oneDNN's prepacked fp32 matmul is there, and ``model`` is a float32 ``Llama`` on the
+    CPU (quantized and GPU models verify with their own layers)."""
+    ops = torch.ops.mkldnn
+    return (
+        isinstance(model, Llama)
+        and model.device.type == "cpu"
+        and model.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_linear_weight")
+        and hasattr(ops, "_linear_pointwise")
+    )
+
+
+class PackedLinear(nn.Module):
+    """``y = x @ W`` with W held once in oneDNN's blocked layout, for passes over a few rows.
+
+    A plain matmul over 2-16 rows re-arranges the weight on every call (PyTorch's BLAS is
+    tuned for one row or for many), so on a CPU a verify pass over 9 tokens costs several
+    times a 1-token pass; with the weights arranged once, little more than one
+    (``bench/generate.py`` measures both). Same float32 arithmetic, summed in another
+    order: logits agree to ~1e-4.
+    """
+
+    def __init__(self, weight: Tensor, rows: int = PACK_ROWS) -> None:
+        """``weight`` (in, out), as ``learn.lab.llama.Linear`` keeps it."""
+        super().__init__()
+        w = weight.detach().t().contiguous()  # (out, in), the layout oneDNN packs from
+        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(w, rows))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., in) -> (..., out)."""
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, None, "none", [], "")
+
+
+class PackedEmbedding(nn.Module):
+    """The tied (C, vocab) table for a verify pass: rows looked up as the model does, logits
+    through a ``PackedLinear`` (the ``embed_q`` protocol of ``learn.lab.llama.Llama``)."""
+
+    def __init__(self, table: Tensor) -> None:
+        """``table`` (C, vocab), the model's ``embed``."""
+        super().__init__()
+        self.table = table
+        self.head = PackedLinear(table)
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        return self.table.t()[ids]  # (..., C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(x)  # (..., vocab)
+
+
+def _with_packed(module: nn.Module) -> nn.Module:
+    """A copy of the module tree in which every ``Linear`` is a ``PackedLinear``; all
+    other parameters and buffers are shared with the original, not copied."""
+    if isinstance(module, Linear):
+        return PackedLinear(module.weight)
+    clone = copy.copy(module)  # its own attribute dict; the tensors in it are shared
+    clone._parameters = dict(module._parameters)
+    clone._buffers = dict(module._buffers)
+    clone._modules = {k: m if m is None else _with_packed(m) for k, m in module._modules.items()}
+    return clone
+
+
+_PACKED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def verify_model(model: Any) -> Any:
+    """What runs the multi-token verify passes: on a CPU, a twin of ``model`` with its
+    matrices packed for few-row matmuls (made once per model and kept while the model
+    lives; +4 bytes a weight), elsewhere the model itself. The twin shares the model's
+    config, norms and RoPE tables, and writes the same KV cache."""
+    if not _can_pack(model):
+        return model
+    twin = _PACKED.get(model)
+    if twin is None:
+        twin = _with_packed(model)
+        if model.embed_q is None:  # a float table: its output matmul is packed too
+            twin.embed_q = PackedEmbedding(model.embed)
+        _PACKED[model] = twin
+    return twin
+
+
+class _Verifier:
+    """A model plus its cache; ``predict`` scores a run of new tokens in one forward pass.
+
+    A single token goes through ``model`` exactly as plain greedy decoding runs it; a
+    longer run (a verify pass) through ``verify_model(model)``.
+    """
+
+    def __init__(self, model: Any, total: int, packed: bool = True) -> None:
         self.model = model
+        self.wide = verify_model(model) if packed else model
         self.cache = KVCache.for_model(model, total)
         self.valid = 0  # positions [0, valid) of the cache hold keys of accepted tokens
 
@@ -172,7 +306,8 @@ class _Verifier:
         """Feed ``new`` at positions valid.., return the greedy next token after each one
         (after the last only, with ``last_only``: the output layer runs for that row alone)."""
         x = torch.tensor([new], dtype=torch.long, device=self.model.device)  # (1, T)
-        logits = self.model(x, self.cache, self.valid, last_only=last_only)  # (1, T or 1, vocab)
+        model = self.model if last_only or len(new) == 1 else self.wide
+        logits = model(x, self.cache, self.valid, last_only=last_only)  # (1, T or 1, vocab)
         self.valid += len(new)
         return logits[0].argmax(-1).tolist()
 
@@ -187,15 +322,17 @@ def _speculate(
     tokenizer: Tokenizer | None,
     emit: Emit,
     feedback: Callable[[int, int], None] | None = None,
+    packed: bool = True,
 ) -> Speculation:
     """The shared loop: propose a draft, verify it in one pass, keep the agreeing prefix.
 
     ``propose(seq)`` sees the whole sequence so far (a list it must not change);
-    ``feedback(drafted, accepted)`` hears how each draft fared.
+    ``feedback(drafted, accepted)`` hears how each draft fared; ``packed=False`` verifies
+    with the model's own layers (``verify_model`` says what packing changes).
     """
     stops = stop_set(model, stop_ids)
     seq = list(ids)
-    target = _Verifier(model, len(seq) + max_new_tokens + 1)
+    target = _Verifier(model, len(seq) + max_new_tokens + 1, packed)
     stream = TextStream(tokenizer)
     steps: list[SpecStep] = []
     tokens: list[int] = []
@@ -258,30 +395,38 @@ def speculative_prompt_lookup(
     ngram: int = 3,
     num_draft: int = 16,
     *,
-    min_ngram: int | None = None,
+    min_ngram: int = 1,
     adaptive: bool = True,
     start_draft: int = 8,
     shortest_draft: int = 3,
+    packed: bool = True,
     stop_ids: Sequence[int] | None = None,
     tokenizer: Tokenizer | None = None,
     emit: Emit = no_emit,
 ) -> Speculation:
     """Greedy decoding with drafts copied from earlier in the sequence (prompt lookup).
 
-    The draft costs nothing to make: the tail's ``ngram`` tokens (down to ``min_ngram``,
-    default ``ngram``: a short match is a weak hint) are looked up in an ``NgramIndex``.
-    No match, no speculation: the step is plain greedy's one-token pass. With ``adaptive``
-    the draft length follows ``DraftLength`` (from ``start_draft``, between
-    ``shortest_draft`` and ``num_draft``); without, every draft is ``num_draft`` long.
-    Output equals plain greedy's. Emits ``partial`` per step: ``tokens``, ``text``,
+    The draft costs nothing to make: the tail is looked up in an ``NgramIndex``. No match
+    of at least ``min_ngram`` tokens, no speculation: the step is plain greedy's one-token
+    pass. With ``adaptive``, the draft follows the earlier occurrence with the longest
+    agreeing context (``NgramIndex.match``) for ``length_for_match`` tokens, and never
+    more than ``DraftLength`` allows (from ``start_draft``, between ``shortest_draft`` and
+    ``num_draft``, doubling after full acceptance, halving after a rejection). Without
+    ``adaptive``, as prompt lookup was first written: the most recent match of the tail's
+    last ``ngram`` tokens (down to ``min_ngram``), ``num_draft`` tokens every time.
+    Verify passes run through ``verify_model(model)`` unless ``packed`` is False. Output
+    equals plain greedy's. Emits ``partial`` per step: ``tokens``, ``text``,
     ``drafted``, ``accepted``, ``ms``.
     """
-    index = NgramIndex(ids, ngram, ngram if min_ngram is None else min_ngram)
+    index = NgramIndex(ids, max(ngram, min_ngram), min_ngram)
     length = DraftLength(start_draft, shortest_draft, num_draft) if adaptive else None
 
     def propose(seq: list[int]) -> list[int]:
         index.extend(seq[len(index) :])  # only the tokens added since the last step
-        return index.draft(length.k if length is not None else num_draft)
+        if length is None:
+            return index.draft(num_draft)
+        at, matched = index.match()
+        return index.seq[at : at + min(length_for_match(matched), length.k)]
 
     return _speculate(
         model,
@@ -293,6 +438,7 @@ def speculative_prompt_lookup(
         tokenizer,
         emit,
         feedback=length.update if length is not None else None,
+        packed=packed,
     )
 
 
@@ -314,7 +460,8 @@ def speculative_draft_model(
     Output equals plain greedy decoding of the target. The draft keeps its own cache,
     rolled back to the accepted prefix after each check.
     """
-    drafter = _Verifier(draft, len(ids) + max_new_tokens + num_draft + 1)
+    # the draft feeds one token a pass (or the prompt, last row only): no packed twin
+    drafter = _Verifier(draft, len(ids) + max_new_tokens + num_draft + 1, packed=False)
 
     def propose(seq: list[int]) -> list[int]:
         # seq[:-1] is verified; the draft's cache may also hold its own rejected guesses

@@ -1,4 +1,5 @@
-"""Quality measures of the quantization benchmark on the real SmolLM2."""
+"""Quality measures of the quantization benchmark on the real SmolLM2, and how the MiniLM
+bench times its variants."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from learn.lab.quality import perplexity
-from learn.lab.quantbench import HELD_OUT, calibration_texts
+from learn.lab.quantbench import HELD_OUT, bench_minilm, calibration_texts, paired_timing
 from learn.lab.quantized_models import quantized_copy, weight_bytes
 
 
@@ -66,3 +67,35 @@ def test_smoothquant_brings_dynamic_int8_perplexity_back(smollm2, whole_text):
     )  # 8-bit activations through torch._int_mm, as the bench runs SmolLM2
     assert per_tensor > fp32 * 1.5  # the outlier problem
     assert smoothed < fp32 * 1.05  # and its fix
+
+
+def test_paired_timing_warms_up_then_alternates_and_keeps_the_best():
+    calls: list[str] = []
+    ticks = iter([0.0, 3.0, 3.0, 4.0, 4.0, 5.0, 5.0, 9.0])  # a: 3 then 1 s; b: 1 then 4 s
+
+    def side(name: str):
+        return lambda: calls.append(name)
+
+    best = paired_timing([side("a"), side("b")], rounds=2, clock=lambda: next(ticks))
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # one warm-up each, then one of each a round
+    assert best == [1.0, 1.0]
+
+
+def test_minilm_rows_time_each_variant_against_fp32_in_the_same_rounds():
+    """A small run of the MiniLM bench: int8 after SmoothQuant keeps cosine >= 0.99 to fp32,
+    and its speed-up is the paired one (fp32's best / its best), not a ratio of two rows
+    measured minutes apart."""
+    events: list[dict] = []
+    rows = bench_minilm(
+        ["int8-smooth"],
+        sentences=24,
+        queries=8,
+        timed=16,
+        rounds=1,
+        emit=lambda kind, **data: events.append(data) if kind == "partial" else None,
+    )
+    fp32, smooth = rows
+    assert fp32["variant"] == "fp32" and fp32["speedup"] == 1.0
+    assert smooth["quality"]["cosine_mean"] >= 0.99 and smooth["size_ratio"] > 1.3  # fp32 table
+    assert smooth["speedup"] > 0 and smooth["device"] == "cpu"
+    assert [e["row"]["variant"] for e in events] == ["fp32", "int8-smooth"]

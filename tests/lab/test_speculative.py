@@ -1,8 +1,10 @@
-"""Prompt-lookup speculation that pays on the CPU: the incremental n-gram index, the
-adaptive draft length, and identical tokens to plain greedy on the bench's prompt set.
+"""Prompt-lookup speculation that pays on the CPU: the incremental n-gram index and its
+longest-context match, the adaptive draft length, the packed verify model, and identical
+tokens to plain greedy on the bench's prompt set.
 
-The reference for the index is the plain rescanning ``lookup_draft``; the reference for
-decoding is plain greedy ``generate``. Generations are short (24 tokens) to keep CPU low.
+The references: for the index, rescanning (``lookup_draft`` and ``_rescan_match`` here);
+for the packed verify model, the model's own forward pass; for decoding, plain greedy
+``generate``. Generations are short (24 tokens) to keep CPU low.
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ import random
 from typing import Any
 
 import pytest
+import torch
 
 from learn.lab.decoding import generate
-from learn.lab.llama import Llama
+from learn.lab.kvcache import KVCache
+from learn.lab.llama import Llama, half_precision
 from learn.lab.llama_gguf import chat_ids, load_smollm2
 from learn.lab.speculative import (
     DraftLength,
     NgramIndex,
+    PackedLinear,
+    length_for_match,
     lookup_draft,
     prompt_set,
     speculative_prompt_lookup,
+    verify_model,
 )
 
 N = 24  # new tokens per generation
@@ -65,6 +72,43 @@ def test_the_ngram_index_finds_nothing_without_an_earlier_match() -> None:
         NgramIndex([], 2, 3)
 
 
+def _rescan_match(seq: list[int], n: int, candidates: int, context: int) -> tuple[int, int]:
+    """``NgramIndex.match`` the slow way: list every earlier occurrence of the last n
+    tokens, keep the most recent ``candidates``, measure each one's agreeing context."""
+    L = len(seq)
+    found = [s + n for s in range(L - n) if seq[s : s + n] == seq[L - n :]][-candidates:]
+    best_at, best = 0, 0
+    for at in reversed(found):
+        length = 0
+        while length < min(context, at) and seq[at - 1 - length] == seq[L - 1 - length]:
+            length += 1
+        if length > best:
+            best_at, best = at, length
+    return best_at, best
+
+
+@pytest.mark.parametrize(("n", "candidates", "context"), [(1, 8, 32), (2, 3, 5), (1, 1, 4)])
+def test_the_index_match_is_the_occurrence_with_the_longest_context(
+    n: int, candidates: int, context: int
+) -> None:
+    rng = random.Random(n * 100 + candidates)
+    for _ in range(20):
+        seq = [rng.randrange(4) for _ in range(rng.randrange(1, 60))]
+        index = NgramIndex(seq[:1], max(n, 3), n)
+        for end in range(2, len(seq) + 1):
+            index.extend(seq[len(index) : end])
+            assert index.match(candidates, context) == _rescan_match(
+                seq[:end], n, candidates, context
+            )
+    # a recurring word: the older copy, with the longer context, wins
+    index = NgramIndex([7, 1, 2, 3, 4, 9, 9, 2, 5, 8, 1, 2], 3, 1)
+    assert index.match() == (3, 2) and index.seq[3:5] == [3, 4]
+
+
+def test_the_draft_grows_with_the_match() -> None:
+    assert [length_for_match(m) for m in (0, 1, 2, 3, 4, 7, 8, 31)] == [0, 4, 8, 8, 16, 16, 32, 32]
+
+
 def test_the_draft_length_grows_after_full_acceptance_and_shrinks_after_rejection() -> None:
     length = DraftLength(k=4, shortest=3, longest=16)
     length.update(4, 4)
@@ -92,16 +136,19 @@ def test_prompt_lookup_gives_plain_greedy_tokens_on_the_prompt_set(
     plain = generate(model, ids, N).tokens
     spec = speculative_prompt_lookup(model, ids, N, tokenizer=tokenizer)
     fixed = speculative_prompt_lookup(model, ids, N, num_draft=10, min_ngram=1, adaptive=False)
-    assert spec.tokens == plain and fixed.tokens == plain
+    unpacked = speculative_prompt_lookup(model, ids, N, packed=False)
+    assert spec.tokens == plain and fixed.tokens == plain and unpacked.tokens == plain
     assert spec.text == tokenizer.decode(plain)
+    assert [s.drafted for s in unpacked.steps] == [s.drafted for s in spec.steps]  # same policy
     drafted = [s.drafted for s in spec.steps[1:]]
     assert all(d == 0 or d <= 16 for d in drafted)  # no match, no draft; never past the cap
     assert len(plain) <= spec.accepted + len(spec.steps)
     if prompt.group == "grounded" and name != "fix-typos":  # these copy within 24 tokens
         assert spec.accepted > 0 and spec.target_passes < len(plain)
         assert len(set(drafted) - {0}) > 1 or spec.rejected == 0  # the length adapted
-    if name == "story":  # nothing to copy: at most a few probes, never a long run of them
-        assert sum(d > 0 for d in drafted) <= 3
+    if name == "story":  # little to copy: short matches, so short drafts, and few kept
+        assert spec.accepted < len(plain) // 2
+        assert sum(d > 8 for d in drafted) <= 2
 
 
 def test_prompt_lookup_stops_at_the_limit_without_drafting_past_it(
@@ -117,3 +164,28 @@ def test_prompt_lookup_stops_at_the_limit_without_drafting_past_it(
         for step in spec.steps[1:]:
             assert step.drafted <= limit - made - 1  # a draft past the limit is wasted work
             made += step.accepted + 1
+
+
+def test_the_packed_verify_model_computes_what_the_model_computes(
+    smol: tuple[Llama, Any],
+) -> None:
+    """The twin's multi-token pass gives the model's logits (same arithmetic, other order),
+    shares every tensor but the packed matrices, and is made once per model."""
+    model, tokenizer = smol
+    twin = verify_model(model)
+    assert verify_model(model) is twin
+    assert sum(isinstance(m, PackedLinear) for m in twin.modules()) == 4 * 30 + 1  # + the head
+    assert twin.norm.weight is model.norm.weight and twin.rope_cos is model.rope_cos
+    ids = torch.tensor([tokenizer.encode("The river rises in the hills above the town.").ids])
+    cache, twin_cache = KVCache.for_model(model, 64), KVCache.for_model(model, 64)
+    with torch.inference_mode():
+        model(ids[:, :4], cache, 0)
+        twin(ids[:, :4], twin_cache, 0)
+        ours = model(ids[:, 4:], cache, 4)  # (1, T, vocab), a verify-sized pass
+        theirs = twin(ids[:, 4:], twin_cache, 4)
+    torch.testing.assert_close(theirs, ours, atol=2e-3, rtol=1e-4)
+    assert torch.equal(theirs.argmax(-1), ours.argmax(-1))
+    S = ids.shape[1]  # both wrote the same keys
+    torch.testing.assert_close(twin_cache.k[..., :S, :], cache.k[..., :S, :], atol=1e-3, rtol=1e-3)
+    fp16 = half_precision(model)
+    assert verify_model(fp16) is fp16  # not float32: verified with its own layers
