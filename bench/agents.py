@@ -39,8 +39,8 @@ GOAL_POINTS = 0.30
 
 
 def course_search() -> Callable[[str], str]:
-    """Lexical search over the lessons: BM25 over paragraphs, the best one cut to the
-    sentences nearest the query."""
+    """Lexical search over the lessons: BM25 over paragraphs, and from the best five the
+    one sentence nearest the query (``best_passage``), as the worker's tool does."""
     import django
 
     django.setup()
@@ -54,8 +54,9 @@ def course_search() -> Callable[[str], str]:
     index = BM25([tokens(p) for p in paragraphs])
 
     def search(query: str) -> str:
-        top = index.top(tokens(query), 1, positive_only=True)
-        return best_passage(paragraphs[int(top.ids[0])], query) if len(top.ids) else "nothing"
+        top = index.top(tokens(query), 5, positive_only=True)
+        found = [paragraphs[int(i)] for i in top.ids]
+        return best_passage(found, query) if found else "nothing found"
 
     return search
 

@@ -25,7 +25,7 @@ def test_an_agent_run_streams_its_steps_and_calls_a_real_tool(api: httpx.Client)
     assert 1 <= len(steps) <= 2 and result["task"] == "What is 347 * 29?"
     streamed = [e["data"]["step"] for e in events if e["event"] == "partial"]
     assert [s["index"] for s in streamed] == [s["index"] for s in steps]  # streamed as made
-    for step in steps:  # constrained: every reply is a call from the schema's enum
+    for step in steps:  # constrained: every reply is a call of one of the schema's tools
         call = json.loads(step["text"])
         assert set(call) == {"tool", "input"} and step["call"] == {
             "tool": call["tool"],
@@ -39,6 +39,10 @@ def test_an_agent_run_streams_its_steps_and_calls_a_real_tool(api: httpx.Client)
         from learn.lab.calculator import calculator
 
         assert first["observation"] == f"Result: {calculator(first['call']['input'])}"
+    if first["status"] == "tool":  # a tool worked: the last step must answer, quoting it
+        assert len(steps) == 2 and steps[1]["status"] == "answer"
+        quoted = first["observation"].removeprefix("Result: ").split()
+        assert set(steps[1]["call"]["input"].split()) <= set(quoted)
     assert result["correct"] == (result["answer"] is not None and "10063" in result["answer"])
     assert result["expected"] == "10063" and result["device"] == run["device"]
 

@@ -7,8 +7,14 @@ next user turn; and the loop repeats until the model calls ``answer`` or the ste
 
 The model is reached only through ``complete(messages, schema) -> Reply``: with a JSON
 schema the caller decodes under a grammar constraint (every reply parses); with ``None``
-the reply is free text and the loop parses what it can. So this module imports no model
-and no worker code, and the loop's mechanics are tested with a scripted ``complete``.
+the reply is free text and the loop parses what it can. The constrained schema does more
+than keep the JSON whole (``call_schema``): each tool's input has its own pattern (units
+it knows, date phrases it reads, arithmetic without ``^``), a search query is made of the
+task's words, and the answer is quoted from the tools' results (``answer_words``): a
+135M model otherwise picks the wrong tool's syntax, misspells names, and answers with a
+copy of its own call. The masks only remove choices; the choosing stays the model's.
+This module imports no model and no worker code, and the loop's mechanics are tested
+with a scripted ``complete``.
 
 Memory: the few-shot examples and the task are always kept; the steps after them grow
 the prompt. When the prompt would exceed ``budget`` tokens, the oldest steps are folded
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,9 +35,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from learn.lab.calculator import CalculatorError, calculator
+from learn.lab.calculator import FUNCTIONS, CalculatorError, calculator
 from learn.lab.events import Emit, no_emit
-from learn.lab.units import UNIT_WORDS, UnitError, unit_convert
+from learn.lab.units import UNIT_WORDS, UnitError, regex_escape, unit_convert
+from learn.lab.units import input_pattern as units_pattern
 
 MAX_STEPS = 8
 MAX_INPUT_CHARS = 80  # a tool input, as the schema bounds it
@@ -70,6 +78,8 @@ class Tool:
     run: Callable[[str], str]
     example: tuple[str, str, str, str]  # (task, input, result, answer) for the few-shot turns
     keywords: frozenset[str] = frozenset()  # words of tasks it suits (orders the examples)
+    pattern: str | None = None  # the inputs it reads, a regex for constrained calls
+    quotes_task: bool = False  # constrained input: words of the task (a search query)
 
 
 @dataclass
@@ -145,7 +155,10 @@ def _units(text: str) -> str:
         raise ToolError(str(exc)) from exc
 
 
-_SHIFT = re.compile(r"^(?:in\s+)?([-+]?\s*\d{1,5})\s*(days?|weeks?)?(?:\s+(ago|later))?$")
+_SHIFT = re.compile(
+    r"^(?:in\s+)?([-+]?\s*\d{1,5})\s*(days?|weeks?)?"
+    r"(?:\s+(ago|before today|later|from today|from now|after today))?$"
+)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 
@@ -175,12 +188,25 @@ def date_tool(today: dt.date) -> Callable[[str], str]:
             )
         shift = _SHIFT.match(query)
         if shift:
-            n = int(shift[1].replace(" ", "")) * (-1 if shift[3] == "ago" else 1)
+            back = shift[3] in ("ago", "before today")
+            n = int(shift[1].replace(" ", "")) * (-1 if back else 1)
             days = n * 7 if (shift[2] or "").startswith("week") else n
             return show(today + dt.timedelta(days=days))
         raise ToolError("give '' for today, '+N days' or '-N weeks', or a date YYYY-MM-DD")
 
     return run
+
+
+# The inputs each tool reads, as regular expressions (the grammar engine's syntax): under
+# constrained decoding a call's input is held to its tool's, so it is well-formed.
+# numbers, operators, brackets, a function name with its "(", pi; no %: it is not percent
+_ATOM = r"[0-9.,+*/()-]|pi|(" + "|".join(sorted(FUNCTIONS)) + r")\("
+CALCULATOR_PATTERN = f"({_ATOM})({_ATOM}| ){{0,{MAX_INPUT_CHARS - 1}}}"
+TODAY_PATTERN = (
+    r"today|tomorrow|yesterday|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"|([+-]|in )?[0-9]{1,4} (day|days|week|weeks)( ago| from today| later)?"
+)
+SEARCH_PATTERN = rf'[^ \n\\"][^\n\\"]{{1,{MAX_INPUT_CHARS - 1}}}'
 
 
 def standard_tools(today: dt.date, search: Callable[[str], str] | None = None) -> dict[str, Tool]:
@@ -189,41 +215,52 @@ def standard_tools(today: dt.date, search: Callable[[str], str] | None = None) -
     tools = {
         "calculator": Tool(
             "calculator",
-            "arithmetic on numbers, e.g. 12*(3+4) or sqrt(2)",
+            "arithmetic with + - * / ** ( ) and sqrt(); for 15% of 80 write 15 * 80 / 100",
             _calculator,
-            ("What is 23 * 19?", "23 * 19", "437", "437"),
+            (
+                "What is the square root of 81 plus 2 to the power of 3?",
+                "sqrt(81) + 2 ** 3",
+                "17",
+                "17",
+            ),
             _words(
                 "plus minus times multiplied divided power square root sum product percent "
                 "% * + - / split each total share average"
             ),
+            CALCULATOR_PATTERN,
         ),
         "units": Tool(
             "units",
-            "convert units, e.g. 5 km to mi",
+            "convert a quantity from one unit to another: '<number> <unit> to <unit>'",
             _units,
-            ("How many metres is 3 miles?", "3 mi to m", "4828.032 m", "4828.032 m"),
+            ("How many metres is 3 miles?", "3 miles to metres", "4828.032 m", "4828.032 m"),
             UNIT_WORDS,
+            units_pattern(),
         ),
         "today": Tool(
             "today",
-            "the date: '' for today, '+N days', or a date YYYY-MM-DD for days until it",
+            "dates: 'today' for today's date, 'N days from today', 'N weeks ago', or a date "
+            "YYYY-MM-DD for the days from today until it",
             date_tool(today),
             ("What date is it in 2 days?", "+2 days", "2031-07-09 (Wednesday)", "2031-07-09"),
             _words("today date day days week weeks ago year month tomorrow yesterday until"),
+            TODAY_PATTERN,
         ),
     }
     if search is not None:
         tools["search"] = Tool(
             "search",
-            "search the course lessons for a passage",
+            "search the course lessons: give the key words of the question",
             search,
             (
-                "In the course, which normalisation does SmolLM2 use?",
-                "SmolLM2 normalisation",
-                "…rotary positions and RMSNorm…",
-                "RMSNorm",
+                "In the course, on which data set was SmolLM2 tuned with DPO?",
+                "DPO preference data set",
+                "supervised fine-tuning, then DPO on the UltraFeedback preference data set",
+                "UltraFeedback",
             ),
             _words("course lesson lessons according chapter site"),
+            SEARCH_PATTERN,
+            quotes_task=True,
         )
     return tools
 
@@ -231,42 +268,171 @@ def standard_tools(today: dt.date, search: Callable[[str], str] | None = None) -
 _WORD = re.compile(r"\w+")
 
 
-def best_passage(text: str, query: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
-    """The sentences of ``text`` that share the most words with ``query``, in their order,
-    within ``limit`` characters: what a search tool gives back instead of a whole chunk."""
-    words = {w for w in _WORD.findall(query.lower()) if len(w) > 2}
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?;:])\s+|\n+", text) if s.strip()]
-    overlap = [len(words & set(_WORD.findall(s.lower()))) for s in sentences]
-    scored = sorted(range(len(sentences)), key=lambda i: -overlap[i])
-    chosen: list[int] = []
-    for i in scored:
-        if chosen and overlap[i] == 0:
-            break  # the rest share no word with the query
-        if sum(len(sentences[j]) + 1 for j in chosen) + len(sentences[i]) > limit:
-            break
-        chosen.append(i)
-    if not chosen and sentences:
-        return _clip(sentences[scored[0]], limit)
-    return " ".join(sentences[i] for i in sorted(chosen))
+_SENTENCE = re.compile(r"(?<=[.!?])(?<!e\.g\.)(?<!i\.e\.)\s+|\n+")
+_FILLER = _words(
+    "a an the is are was be it its this that what which who how many much of to in on at by "
+    "for from with do does did has have each and or according course lesson lessons chapter site"
+)
+
+
+def _stem(word: str) -> str:
+    """A crude plural fold, enough to match "blocks" with "block"."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def _terms(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _FILLER}
+
+
+def best_passage(texts: str | Sequence[str], query: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
+    """The sentence of ``texts`` (chunks, best-ranked first) that best matches ``query``,
+    cut to a window of ``limit`` characters around its matches, and the runner-up when it
+    fits too: what a search tool gives back instead of whole chunks, so that a small model
+    has a short passage to copy its answer from.
+
+    Each query word counts by how rare it is among the candidate sentences (an IDF
+    weight: "SmolLM2" in every sentence tells little, "vocabulary" in two tells a lot);
+    ties go to the earlier chunk, then the shorter sentence.
+    """
+    chunks = [texts] if isinstance(texts, str) else list(texts)
+    sentences = [
+        (rank, " ".join(s.split()))
+        for rank, chunk in enumerate(chunks)
+        for s in _SENTENCE.split(chunk)
+        if s.strip()
+    ]
+    if not sentences:
+        return ""
+    wanted = _terms(query)
+    bags = [_terms(s) & wanted for _, s in sentences]
+    df = {w: sum(w in bag for bag in bags) for w in wanted}
+    weight = {w: math.log(1 + len(sentences) / df[w]) for w in wanted if df[w]}
+    score = [sum(weight[w] for w in bag) for bag in bags]
+    order = sorted(
+        range(len(sentences)), key=lambda i: (-score[i], sentences[i][0], len(sentences[i][1]))
+    )
+    best = _window(sentences[order[0]][1], set(weight), limit)
+    for i in order[1:2]:
+        other = sentences[i][1]
+        if score[i] > 0 and other != best and len(best) + len(other) + 1 <= limit:
+            best += " " + other
+    return best
+
+
+def _window(sentence: str, terms: set[str], limit: int) -> str:
+    """``sentence`` within ``limit`` characters: whole when it fits, otherwise the run of
+    words around the most query terms, with "…" where it was cut."""
+    if len(sentence) <= limit:
+        return sentence
+    words = sentence.split()
+    hits = [bool(_terms(w) & terms) for w in words]
+    best, best_hits, start = (0, 0), -1, 0
+    for end in range(len(words)):  # the widest window ending at each word, within limit
+        while len(" ".join(words[start : end + 1])) > limit - 2:
+            start += 1
+        count = sum(hits[start : end + 1])
+        if count > best_hits:
+            best, best_hits = (start, end + 1), count
+    lo, hi = best
+    return ("…" if lo else "") + " ".join(words[lo:hi]) + ("…" if hi < len(words) else "")
 
 
 # -- the conversation ------------------------------------------------------------------
 
 
-def call_schema(tool_names: Sequence[str], *, may_answer: bool = True) -> dict[str, Any]:
-    """The JSON schema a step's reply must satisfy under constrained decoding; without
-    ``may_answer`` the reply must call a tool (as "tool_choice: required" does in
-    OpenAI-style APIs)."""
-    names = [*tool_names, ANSWER] if may_answer or not tool_names else list(tool_names)
+def task_words_pattern(task: str, most: int = 10) -> str | None:
+    """A regex for an input made of 1 to ``most`` words of ``task``: a search query that
+    can only use the question's own words (a small model otherwise misspells names or
+    copies words from its examples)."""
+    words = []
+    for word in task.split():
+        for form in (word.strip(".,:;?!…'\"()"), word.strip(".,:;?!…'\"()").removesuffix("'s")):
+            if form and form not in words:
+                words.append(form)
+    if not words:
+        return None
+    word = "(" + "|".join(regex_escape(w) for w in words) + ")"
+    return f"{word}( {word}){{0,{most - 1}}}"
+
+
+def _branch(name: str, pattern: str | None) -> dict[str, Any]:
+    """One call's schema: the tool's name and an input its tool can read."""
+    given: dict[str, Any] = {"type": "string"}
+    if pattern is None:
+        given["maxLength"] = MAX_INPUT_CHARS
+    else:
+        given["pattern"] = f"^({pattern})$"
     return {
         "type": "object",
-        "properties": {
-            "tool": {"type": "string", "enum": names},
-            "input": {"type": "string", "maxLength": MAX_INPUT_CHARS},
-        },
+        "properties": {"tool": {"const": name}, "input": given},
         "required": ["tool", "input"],
         "additionalProperties": False,
     }
+
+
+def call_schema(
+    tools: Mapping[str, Tool],
+    *,
+    may_answer: bool = True,
+    may_call: bool = True,
+    answer_pattern: str | None = None,
+    task: str = "",
+) -> dict[str, Any]:
+    """The JSON schema a step's reply must satisfy under constrained decoding: one branch
+    per tool, each with its own input grammar (as per-function parameter schemas do in
+    OpenAI-style tool calling), and one for the answer. Without ``may_answer`` the reply
+    must call a tool ("tool_choice: required"); without ``may_call`` it must answer.
+    ``answer_pattern`` holds the answer to a regex (see ``answer_pattern``); a tool that
+    ``quotes_task`` takes words of ``task``."""
+
+    def pattern(tool: Tool) -> str | None:
+        quoted = task_words_pattern(task) if tool.quotes_task else None
+        return quoted or tool.pattern
+
+    branches = [_branch(t.name, pattern(t)) for t in tools.values()] if may_call else []
+    if may_answer or not branches:
+        branches.append(_branch(ANSWER, answer_pattern))
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+_ANSWER_WORD = re.compile(r"[^\s();\"\\]+")
+MAX_ANSWER_WORDS = 6
+
+
+_PURE_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+_ASKS_NUMBER = re.compile(r"\bhow (?:many|much|long|old|far)\b|\bwhat year\b", re.IGNORECASE)
+
+
+def answer_words(results: Sequence[str], task: str = "", limit: int = 64) -> list[str]:
+    """What an answer may be made of: the distinct words of the tools' ``results``
+    (without brackets or trailing stops) that are not words of ``task`` — an answer tells
+    something the question did not — and only the numbers among them when the task asks
+    "how many", "how much", "what year" and the like (the answer's type, read off the
+    question as question classifiers do). At most ``limit`` words; the type and the
+    novelty are dropped, in that order, when they would leave nothing."""
+    asked = {w.strip(".,:;?!…'\"()").lower() for w in task.split()}
+    found: list[str] = []
+    for result in results:
+        for word in _ANSWER_WORD.findall(result):
+            word = word.strip(".,:…'")
+            if word and len(word) <= 40 and word not in found:
+                found.append(word)
+    novel = [w for w in found if w.lower() not in asked] or found
+    numbers = [w for w in novel if _PURE_NUMBER.fullmatch(w)]
+    words = numbers if numbers and _ASKS_NUMBER.search(task) else novel
+    return words[:limit]
+
+
+def answer_pattern(results: Sequence[str], task: str = "") -> str | None:
+    """A regex for an answer quoted from the tools' ``results``: one to
+    ``MAX_ANSWER_WORDS`` of ``answer_words``. A small model asked to answer in its own
+    words often repeats its call instead of reading the result; held to the result's
+    words, it has to pick from what the tool said. None when there is no result."""
+    words = answer_words(results, task)
+    if not words:
+        return None
+    word = "(" + "|".join(regex_escape(w) for w in words) + ")"
+    return f"{word}( {word}){{0,{MAX_ANSWER_WORDS - 1}}}"
 
 
 def _call(tool: str, text: str) -> str:
@@ -302,7 +468,8 @@ def prompt_prefix(tools: Mapping[str, Tool], task: str = "") -> list[Message]:
     format far more reliably than it follows a description of it), the example most like
     ``task`` last."""
     lines = [f"- {t.name}: {t.description}" for t in tools.values()]
-    lines.append(f"- {ANSWER}: your final answer, short")
+    quoted = ", copied from the result" if tools else ", short"
+    lines.append(f"- {ANSWER}: your final answer{quoted}")
     if tools:
         rule = "Call one tool per reply, read its result, then give the answer."
     else:
@@ -385,6 +552,24 @@ def _conversation(
     return messages
 
 
+def _step_schema(
+    tools: Mapping[str, Tool], task: str, steps: Sequence[Step], *, last: bool
+) -> dict[str, Any]:
+    """A constrained step's schema: with tools, calls until one has given a result
+    ("tool_choice: required"), then the answer may come, quoted from the results; the
+    last step must answer."""
+    results = [s.observation.removeprefix("Result: ") for s in steps if s.status == "tool"]
+    if not tools:
+        return call_schema(tools)
+    return call_schema(
+        tools,
+        may_answer=bool(results),
+        may_call=not (last and results),
+        answer_pattern=answer_pattern(results, task),
+        task=task,
+    )
+
+
 def run_agent(
     task: str,
     tools: Mapping[str, Tool],
@@ -429,8 +614,9 @@ def run_agent(
                     tokens_after=used,
                 )
             )
-        # constrained: the first step must use a tool when there are tools to use
-        schema = call_schema(list(tools), may_answer=index > 1) if constrained else None
+        schema = (
+            _step_schema(tools, task, run.steps, last=index == max_steps) if constrained else None
+        )
         reply = complete(messages, schema)
         step = Step(index, reply.text, None, None, "unparseable", reply.tokens, reply.ms)
         step.prompt_tokens = used

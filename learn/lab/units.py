@@ -125,6 +125,28 @@ def convert(query: str) -> tuple[float, str]:
     return value * src[2] / dst[2], dst[0]
 
 
+def regex_escape(text: str) -> str:
+    """``text`` as a literal in a grammar engine's regular expression (Rust syntax, which
+    rejects some of Python's ``re.escape`` escapes, e.g. of a space)."""
+    return "".join("\\" + c if c in r"\.^$|?*+()[]{}-" else c for c in text)
+
+
+NUMBER_PATTERN = r"-?[0-9]{1,9}(\.[0-9]{1,6})?"
+
+
+def input_pattern() -> str:
+    """The conversions this tool reads, as one regular expression over its input:
+    ``<number> <unit> to <unit>`` with each unit one of the names it knows. Under
+    constrained decoding a model can only write a unit the tool has."""
+    scales = ("celsius", "fahrenheit", "Celsius", "Fahrenheit")
+    temperatures = [f"{d} {n}" for d in ("degree", "degrees") for n in scales]
+    names = {*LOOKUP, *_TEMPERATURES, *_SHOWN.values(), *temperatures, "C", "F", "K", "L"}
+    capitalised = {n.capitalize() for n in names if n[:1].isalpha() and len(n) > 2}
+    names = sorted(names | capitalised | {n.title() for n in temperatures})
+    unit = "(" + "|".join(regex_escape(n) for n in names) + ")"
+    return f"{NUMBER_PATTERN} {unit} to {unit}"
+
+
 def unit_convert(query: str) -> str:
     """The tool: "42 km to mi" → "26.0975945 mi" (errors raise ``UnitError``)."""
     value, symbol = convert(query)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,8 @@ from learn.lab.agent import (
     MAX_STEPS,
     Reply,
     Tool,
+    answer_pattern,
+    answer_words,
     best_passage,
     call_schema,
     date_tool,
@@ -27,7 +31,10 @@ from learn.lab.agent import (
     task_today,
 )
 from learn.lab.calculator import evaluate
+from learn.lab.constrained import json_constraint
+from learn.lab.llama_gguf import load_smollm2
 from learn.lab.units import convert
+from learn.lab.units import input_pattern as units_pattern
 
 TODAY = dt.date(2025, 3, 14)
 
@@ -65,17 +72,119 @@ def test_a_tool_call_runs_and_its_result_reaches_the_next_prompt() -> None:
     assert second_prompt[-2]["content"] == call("calculator", "347 * 29")
 
 
-def test_constrained_steps_get_the_schema_and_the_first_must_use_a_tool() -> None:
+def _names(schema: dict) -> list[str]:
+    """The tool names a call schema allows, in its order."""
+    return [b["properties"]["tool"]["const"] for b in schema.get("anyOf", [schema])]
+
+
+def _input(schema: dict, name: str) -> dict:
+    branch = next(
+        b for b in schema.get("anyOf", [schema]) if b["properties"]["tool"]["const"] == name
+    )
+    return branch["properties"]["input"]
+
+
+def test_constrained_steps_call_a_tool_until_one_works_then_answer_from_its_result() -> None:
     tools = standard_tools(TODAY)
-    script = Script([call("units", "42 km to mi"), call(ANSWER, "26.1 mi")])
-    run_agent("How many miles is 42 km?", tools, script, constrained=True)
-    first, second = script.seen[0][1], script.seen[1][1]
-    assert first == call_schema(list(tools), may_answer=False)
-    assert ANSWER not in first["properties"]["tool"]["enum"]
-    assert second["properties"]["tool"]["enum"] == [*tools, ANSWER]
+    task = "How many miles is 42 km?"
+    script = Script(
+        [call("units", "42 km to kg"), call("units", "42 km to mi"), call(ANSWER, "26.09759")]
+    )
+    run = run_agent(task, tools, script, constrained=True, max_steps=4)
+    first, second, third = (schema for _, schema in script.seen)
+    # no answer before a tool has given a result: the failed call does not count
+    assert _names(first) == _names(second) == list(tools)
+    assert first == call_schema(tools, may_answer=False, task=task)
+    # each tool's input has its own grammar
+    assert _input(first, "units")["pattern"] == f"^({units_pattern()})$"
+    assert "sqrt" in _input(first, "calculator")["pattern"]
+    # after a result, the answer may come, quoted from it
+    assert _names(third) == [*tools, ANSWER]
+    assert _input(third, ANSWER)["pattern"] == f"^({answer_pattern(['26.09759 mi'], task)})$"
+    assert run.answer == "26.09759" and [s.status for s in run.steps] == [
+        "tool_error",
+        "tool",
+        "answer",
+    ]
     free = Script([call(ANSWER, "26")])
-    run_agent("How many miles is 42 km?", tools, free, constrained=False)
+    run_agent(task, tools, free, constrained=False)
     assert free.seen[0][1] is None
+
+
+def test_the_last_constrained_step_must_answer_once_a_tool_has_worked() -> None:
+    script = Script([call("today", "today"), call("today", "today")])
+    run_agent("What is today's date?", standard_tools(TODAY), script, max_steps=2)
+    assert _names(script.seen[1][1]) == [ANSWER]
+    none_worked = Script([call("calculator", "1/0"), call("calculator", "1/0")])
+    run_agent("x", standard_tools(TODAY), none_worked, max_steps=2)
+    assert ANSWER not in _names(none_worked.seen[1][1])  # nothing to quote: keep calling
+
+
+def test_an_answer_quotes_new_words_of_the_result_and_a_number_when_one_is_asked() -> None:
+    days = "today is 2025-03-14 (Friday); 2025-12-25 (Thursday) is 286 days from today"
+    assert answer_words([days], "How many days are there until 2025-12-25?") == ["286"]
+    assert answer_words(["2025-03-18 (Tuesday)"], "What day will it be in 4 days?") == [
+        "2025-03-18",
+        "Tuesday",
+    ]
+    # thousands separators stay inside a number; a result with only the task's words
+    # still leaves something to quote
+    assert answer_words(["a vocabulary of 49,152 entries"], "How many entries?") == ["49,152"]
+    assert answer_words(["entries"], "How many entries?") == ["entries"]
+    pattern = re.compile(answer_pattern(["SmolLM2 has 9 query heads"], "What has SmolLM2?"))
+    assert pattern.fullmatch("9 query heads") and not pattern.fullmatch("12 heads")
+    assert answer_pattern([], "x") is None
+
+
+def test_a_search_query_is_made_of_the_tasks_words() -> None:
+    tools = standard_tools(TODAY, search=lambda q: q)
+    task = "According to the course, which index does SmolLM2's site use?"
+    schema = call_schema(tools, may_answer=False, task=task)
+    pattern = re.compile(_input(schema, "search")["pattern"])
+    assert pattern.fullmatch("index SmolLM2 site") and pattern.fullmatch("SmolLM2's index")
+    assert not pattern.fullmatch("RMSNorm") and not pattern.fullmatch("index  site")
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return load_smollm2("cpu")[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ('{"tool": "units", "input": "42 km to miles"}', True),
+        ('{"tool": "units", "input": "100 degrees Fahrenheit to celsius"}', True),
+        ('{"tool": "units", "input": "42 km to parsecs"}', False),  # a unit it lacks
+        ('{"tool": "units", "input": "42 km"}', False),
+        ('{"tool": "calculator", "input": "sqrt(1764) + 2 ** 10"}', True),
+        ('{"tool": "calculator", "input": "2 ^ 10"}', False),
+        ('{"tool": "calculator", "input": "__import__(\'os\')"}', False),
+        ('{"tool": "today", "input": "10 days from today"}', True),
+        ('{"tool": "today", "input": "2025-12-25"}', True),
+        ('{"tool": "today", "input": "next blue moon"}', False),
+        ('{"tool": "answer", "input": "26"}', False),  # no result yet: call a tool
+        ('{"tool": "python", "input": "1"}', False),
+    ],
+)
+def test_the_engine_holds_each_call_to_its_tools_grammar(
+    tokenizer: Any, text: str, ok: bool
+) -> None:
+    """The schemas go through the real engine (llguidance) with SmolLM2's tokenizer: a
+    call it accepts runs without a tool error; one it refuses cannot be decoded."""
+    tools = standard_tools(TODAY)
+    constraint = json_constraint(call_schema(tools, may_answer=False, task="x"), tokenizer)
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    taken = constraint.matcher.validate_tokens(ids)
+    if ok:
+        assert taken == len(ids), text
+        for token in ids:
+            constraint.advance(token)
+        assert constraint.accepting
+        parsed = parse_call(text)
+        tools[parsed["tool"]].run(parsed["input"])  # raises on a tool error
+    else:
+        assert taken < len(ids), text
 
 
 @pytest.mark.parametrize(
@@ -183,6 +292,8 @@ def test_the_date_tool_counts_from_the_fixed_today() -> None:
     assert today("") == "2025-03-14 (Friday)"
     assert today("+10 days") == "2025-03-24 (Monday)"
     assert today("3 weeks ago") == "2025-02-21 (Friday)"
+    assert today("10 days from today") == today("in 10 days") == "2025-03-24 (Monday)"
+    assert today("today") == "2025-03-14 (Friday)"
     assert today("2025-12-25") == (
         "today is 2025-03-14 (Friday); 2025-12-25 (Thursday) is 286 days from today"
     )
@@ -195,6 +306,18 @@ def test_best_passage_keeps_the_sentences_that_match_the_query() -> None:
     assert best_passage(text, "how many blocks does SmolLM2 have", limit=60) == (
         "SmolLM2 has 30 blocks of attention."
     )
+    # across chunks: the rarer query word decides ("SmolLM2" is everywhere); a long
+    # sentence is cut to a window around its matches
+    chunks = [
+        "SmolLM2 is small. SmolLM2 runs here.",
+        "SmolLM2 has a vocabulary of 49,152 entries.",
+        "x " * 100 + "the vocabulary holds 49,152 SmolLM2 tokens " + "y " * 100,
+    ]
+    assert best_passage(chunks, "SmolLM2 vocabulary", limit=60).startswith(
+        "SmolLM2 has a vocabulary of 49,152 entries."
+    )
+    cut = best_passage(chunks[2], "SmolLM2 vocabulary", limit=60)
+    assert len(cut) <= 60 and "vocabulary holds 49,152 SmolLM2" in cut and cut.startswith("…")
 
 
 def test_the_task_set_has_30_checkable_tasks_and_the_tools_solve_them() -> None:

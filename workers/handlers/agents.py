@@ -54,8 +54,9 @@ class _Model:
 
 
 def _search(job: Job) -> Callable[[str], str]:
-    """The course search tool: the best hybrid-ranked chunk of the lessons, cut to the
-    sentences nearest the query. The course is ingested on first use only."""
+    """The course search tool: the five best hybrid-ranked chunks of the lessons, and from
+    them the sentence nearest the query (``best_passage``). The course is ingested on
+    first use only."""
     from learn import queries
     from learn.lab.agent import ToolError, best_passage
     from workers import retrieval
@@ -70,9 +71,9 @@ def _search(job: Job) -> Callable[[str], str]:
         found = retrieval.retrieve(collection[0], "recursive", query[:300], n=5)
         if not found.hybrid:
             return "nothing found"
-        best = found.hybrid[0][0]
-        row = queries.chunks_of_ids([best])[0]
-        return best_passage(row["text"], query)
+        ranked = [chunk for chunk, _ in found.hybrid]
+        texts = {row["id"]: row["text"] for row in queries.chunks_of_ids(ranked)}
+        return best_passage([texts[c] for c in ranked if c in texts], query)
 
     return search
 
