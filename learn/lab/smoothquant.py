@@ -19,10 +19,17 @@ row and barely notice::
 with max|X_j| measured on a few calibration texts (``activation_absmax`` in
 ``learn.lab.quantized_models``). The identity is exact in real numbers: only the
 rounding that follows sees the difference.
+
+Applied at run time (``Int8DynamicLinear(smooth=s)``) the migration costs a pass over x
+per layer, and on a CPU such passes cost as much as the int8 matmul. The paper instead
+folds diag(s)⁻¹ into whatever produced x, offline (``fold_smoothing_bert`` for MiniLM's
+BERT layers), so the quantized model runs PyTorch's one-op dynamic int8 unchanged
+(``folded_int8_bert``).
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -122,3 +129,102 @@ class Int8DynamicLinear(nn.Module):
         if self.bias is not None:
             y.add_(self.bias)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+
+class ScaledInput(nn.Module):
+    """``inner(x · diag(s)⁻¹, ...)``: the one multiply a smoothing factor costs when the
+    tensor it divides is also used unscaled elsewhere (BERT's residual stream)."""
+
+    def __init__(self, inner: nn.Module, smooth: Tensor) -> None:
+        """``smooth`` (in,): the factors s of the layer(s) ``inner`` feeds."""
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("inv_smooth", 1 / smooth.float())
+
+    def forward(self, x: Tensor, *args: object, **kwargs: object) -> object:
+        """x (..., in) -> whatever ``inner`` returns for x / s."""
+        return self.inner(x * self.inv_smooth, *args, **kwargs)
+
+
+@torch.no_grad()
+def fold_smoothing_bert(model: nn.Module, absmax: dict[str, Tensor], alpha: float = ALPHA) -> int:
+    """Migrate SmoothQuant's factors into a BERT encoder's weights, in place; returns how
+    many linear layers were smoothed. The float function is unchanged (up to rounding).
+
+    ``absmax``: ``{linear name: (in,) max |x_j|}`` from ``activation_absmax``. Per layer::
+
+        Q, K, V read h:   W_{q,k,v} · diag(s)  and  h / s        (one s for all three)
+        attention out:    ctx = P · V, and P mixes tokens, not channels, so dividing V's
+                          rows (and bias) by s divides ctx's columns by s:
+                          W_v ← diag(s)⁻¹ · W_v,  b_v ← b_v / s,  W_o ← W_o · diag(s)
+        FFN in reads a:   W_i · diag(s)  and  a / s
+        FFN out:          left alone: its input is GELU(·), which no weight can absorb
+
+    BERT is post-LayerNorm: h and a are LayerNorm outputs that are *also* the residual
+    added before the next LayerNorm, so dividing that LayerNorm's γ and β by s (what the
+    paper does in pre-LN models, where the LayerNorm feeds only the linears) would change
+    the residual too, and LayerNorm(z / s) ≠ LayerNorm(z) / s. So h / s and a / s run as
+    one multiply each (``ScaledInput``) on the branch into the linears: two passes over a
+    (tokens, 384) tensor per layer instead of several per linear. Only the V→output fold
+    is free.
+    """
+    smoothed = 0
+    for i, layer in enumerate(model.encoder.layer):
+        pre = f"encoder.layer.{i}."
+        attn = layer.attention.self
+        qkv = [attn.query, attn.key, attn.value]
+        name = pre + "attention.self.query"
+        if name in absmax:
+            s = smoothing_factors(absmax[name], torch.cat([m.weight for m in qkv]), alpha)
+            for m in qkv:
+                m.weight.mul_(s[None, :])
+            layer.attention.self = ScaledInput(attn, s)
+            smoothed += 3
+        name = pre + "attention.output.dense"
+        if name in absmax:
+            out = layer.attention.output.dense
+            s = smoothing_factors(absmax[name], out.weight, alpha)
+            attn.value.weight.div_(s[:, None])
+            attn.value.bias.div_(s)
+            out.weight.mul_(s[None, :])
+            smoothed += 1
+        name = pre + "intermediate.dense"
+        if name in absmax:
+            dense = layer.intermediate.dense
+            s = smoothing_factors(absmax[name], dense.weight, alpha)
+            dense.weight.mul_(s[None, :])
+            layer.intermediate = ScaledInput(layer.intermediate, s)
+            smoothed += 1
+    return smoothed
+
+
+def folded_int8_bert(
+    model: nn.Module, absmax: dict[str, Tensor], alpha: float = ALPHA, skip: tuple[str, ...] = ()
+) -> nn.Module:
+    """A copy of a BERT encoder (float32, CPU) as dynamic int8 after SmoothQuant's folding.
+
+    ``fold_smoothing_bert`` migrates the activation range of Q/K/V, the attention output
+    and the FFN input into their weights; those linears then run as PyTorch's one-op
+    dynamic int8 (``quantize_dynamic``: fbgemm quantizes, multiplies and restores in one
+    call; weights per output row, activations one scale per tensor). The FFN output reads
+    GELU(·), which nothing can absorb and whose few large channels cost cosine ~0.012 at
+    one scale per tensor (MiniLM, measured), so it keeps per-token scales
+    (``Int8DynamicLinear``). Linears whose name contains a ``skip`` entry stay float.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    copied = copy.deepcopy(model).float().cpu().eval()
+    fold_smoothing_bert(copied, absmax, alpha)
+    for i, layer in enumerate(copied.encoder.layer):
+        ffn_out = layer.output.dense
+        if not any(s in f"encoder.layer.{i}.output.dense" for s in skip):
+            layer.output.dense = Int8DynamicLinear(ffn_out.weight, ffn_out.bias)
+    names = {
+        name
+        for name, module in copied.named_modules()
+        if isinstance(module, nn.Linear) and not any(s in name for s in skip)
+    }
+    with warnings.catch_warnings():  # deprecated in favour of torchao; still the CPU path
+        warnings.simplefilter("ignore")
+        spec = dict.fromkeys(names, per_channel_dynamic_qconfig)
+        return quantize_dynamic(copied, spec, dtype=torch.qint8, inplace=True)

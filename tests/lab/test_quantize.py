@@ -278,3 +278,78 @@ def test_the_weight_inspector_reports_the_error_a_reference_recomputes(
     assert sum(report["before"]["counts"]) == 96 * 256
     assert len(report["error"]["edges"]) == len(report["error"]["counts"]) + 1
     assert inspect_weight(weight(), "int4")["distinct_values_after"] <= 16 * 96 * 4
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from learn.lab.embeddings import Encoder
+
+    return Encoder(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def minilm_absmax(minilm) -> dict[str, torch.Tensor]:
+    from learn.lab.quantbench import calibration_texts
+
+    def run(model: nn.Module) -> None:
+        minilm.model = model
+        minilm.encode(calibration_texts()[:16], batch_size=16)
+
+    base = minilm.model
+    try:
+        return activation_absmax(base, run)
+    finally:
+        minilm.model = base
+
+
+def encode_with(encoder, model: nn.Module, texts: list[str]) -> np.ndarray:
+    base, encoder.model = encoder.model, model
+    try:
+        return encoder.encode(texts, batch_size=16)
+    finally:
+        encoder.model = base
+
+
+def test_folding_smoothquant_into_minilm_leaves_its_function_unchanged(minilm, minilm_absmax):
+    import copy
+
+    from learn.lab.smoothquant import ScaledInput, fold_smoothing_bert
+
+    base = minilm.model
+    folded = copy.deepcopy(base)
+    assert fold_smoothing_bert(folded, minilm_absmax) == 5 * len(base.encoder.layer)
+    first, was = folded.encoder.layer[0], base.encoder.layer[0]
+    assert isinstance(first.attention.self, ScaledInput)  # Q/K/V read h / s
+    value = first.attention.self.inner.value
+    assert not torch.allclose(value.weight, was.attention.self.value.weight)  # it did fold
+    batch = minilm.tokenizer(
+        ["A list is a mutable sequence.", "Generators yield values lazily, one at a time."],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.inference_mode():
+        expected = base(**batch).last_hidden_state  # (2, T, 384)
+        got = folded(**batch).last_hidden_state
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_folded_smoothquant_int8_minilm_keeps_cosine_to_fp32(minilm, minilm_absmax):
+    """One-op dynamic int8 after folding: cosine >= 0.99 to fp32 embeddings, where the same
+    op on the unsmoothed model (PyTorch's quantize_dynamic) loses several times more."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from learn.lab.quantbench import paragraphs
+    from learn.lab.smoothquant import folded_int8_bert
+
+    texts = list(paragraphs()[:16])  # never among the calibration texts (the last 64)
+    model = folded_int8_bert(minilm.model, minilm_absmax, skip=("pooler",))
+    first = model.encoder.layer[0]
+    assert isinstance(first.attention.self.inner.query, DynamicLinear)
+    assert isinstance(first.output.dense, Int8DynamicLinear)  # GELU's output: per token
+    assert isinstance(model.pooler.dense, nn.Linear)
+    reference = encode_with(minilm, minilm.model, texts)
+    cosine = np.sum(reference * encode_with(minilm, model, texts), axis=1)  # (16,)
+    plain = quantized_copy(minilm.model, "int8-dynamic")
+    plain_cosine = np.sum(reference * encode_with(minilm, plain, texts), axis=1)
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.98
+    assert 1 - cosine.mean() < (1 - plain_cosine.mean()) / 3
