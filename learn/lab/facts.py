@@ -46,7 +46,7 @@ VARIANT_LABELS: dict[str, str] = {
     "bf16": "bf16 weights and activations",
     "fp16": "fp16 (CUDA only)",
     "int8-dynamic": "int8 dynamic, one scale per tensor (PyTorch, CPU)",
-    "int8-smooth": "int8 dynamic, per token + SmoothQuant (ours, CPU)",
+    "int8-smooth": "int8 dynamic + SmoothQuant (ours, CPU; folded into the weights for MiniLM)",
     "int8-weight": "int8 weight-only, per channel (ours)",
     "int4-weight": "int4 weight-only, group-wise (ours)",
 }
