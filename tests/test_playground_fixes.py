@@ -113,7 +113,10 @@ def test_quantize_progress_reports_inside_each_variant(api: httpx.Client) -> Non
     events = read_events(api, run["id"])
     said = [e["data"]["message"] for e in events if e["event"] == "progress"]
     assert any("MiniLM in" in m and "converting" in m for m in said), said
-    assert sum("timing 32 texts" in m for m in said) >= 4, said  # batches, not one step
+    for variant in ("fp32", "int8 weight-only"):  # each variant says what it is doing
+        mine = [m for m in said if m.startswith(f"MiniLM in {variant}")]
+        assert any("embedding 32 texts: batch 1/1" in m for m in mine), said
+        assert any("timing 1 batch against fp32" in m for m in mine), said
 
 
 def test_the_form_hint_names_the_device(page, site: str) -> None:

@@ -168,7 +168,8 @@ def bench_minilm(
         vectors = encoder.encode(texts, batch_size=32, emit=scoring)
         if reference is None:
             reference, fp32 = vectors, (model, target)
-        step("progress", pct=55, message=f"timing {len(batches)} batches against fp32")
+        n = len(batches)
+        step("progress", pct=55, message=f"timing {n} batch{'es' * (n != 1)} against fp32")
         ref_model, ref_device = fp32 if fp32 is not None else (model, target)
         sides = [lambda m=model, d=target: _forward_all(m, batches, d)]
         if ref_model is not model:  # fp32 alongside, in the same rounds
