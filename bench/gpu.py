@@ -32,7 +32,7 @@ others still run); what would not fit in the time budget is skipped with a reaso
 - quant: ``quantized_copy`` to bf16 (of a model already run), int8-weight and int4-weight
   on CUDA: every buffer on the card, logits against bf16, decode tokens/s (eager and fast
   path), the int4 kernel in use, the int4 embedding's row look-ups against its table;
-- paged: batched decoding on the paged cache, when a module for it exists.
+- paged: batched decoding on the paged KV cache (learn.lab.paged_decode) at 1-128 requests.
 
 Prints a table of goals (measured, target, met / missed / skipped) and ends with
 ``RESULT {json}``.
@@ -720,7 +720,8 @@ def main() -> None:
     args = ap.parse_args()
     sizes = TINY if args.smoke else GPU
     if not args.smoke and not torch.cuda.is_available():
-        sys.exit("no CUDA device: run with --smoke for the CPU check")
+        print("no CUDA device: skipped (run with --smoke for the CPU check)")  # make bench
+        return
     if args.smoke:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     wanted = [n for n in args.only.split(",") if n] or list(SECTIONS)
