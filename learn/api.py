@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from django.conf import settings
@@ -259,13 +260,8 @@ def trained_model_file(
     from learn.playgrounds.training import model_folder
 
     run = find_run(run_id)
-    path = model_folder(run.id) / name
-    if run.playground != "train-gpt" or not path.is_file():
-        raise ApiProblem(
-            404, f"Run {run_id} kept no {name}: train a model with 'Train a tiny GPT' first."
-        )
-    kind = "application/octet-stream" if name.endswith(".safetensors") else "application/json"
-    return FileResponse(path.open("rb"), content_type=kind, as_attachment=True, filename=name)
+    missing = f"Run {run_id} kept no {name}: train a model with 'Train a tiny GPT' first."
+    return kept_file(run, "train-gpt", model_folder(run.id) / name, missing, filename=name)
 
 
 @router.get(
@@ -289,13 +285,20 @@ def lora_adapter(
     from learn.playgrounds.finetune import adapter_path
 
     run = find_run(run_id)
-    path = adapter_path(run.id, name)
-    if run.playground != "lora-finetune" or not path.is_file():
-        raise ApiProblem(
-            404, f"Run {run_id} kept no adapter: fine-tune one with 'Fine-tune SmolLM2 with LoRA'."
-        )
-    kind = "application/zip" if name.endswith(".zip") else "application/octet-stream"
+    missing = f"Run {run_id} kept no adapter: fine-tune one with 'Fine-tune SmolLM2 with LoRA'."
     filename = f"lora-{str(run.id)[:8]}-{name}"
+    return kept_file(run, "lora-finetune", adapter_path(run.id, name), missing, filename)
+
+
+KINDS = {".json": "application/json", ".zip": "application/zip"}  # else: bytes
+
+
+def kept_file(run: Run, playground: str, path: Path, missing: str, filename: str) -> HttpResponse:
+    """A file a run of ``playground`` kept beside its result (a model, an adapter), as a
+    download; 404 with ``missing`` when the run is another playground's or kept no such file."""
+    if run.playground != playground or not path.is_file():
+        raise ApiProblem(404, missing)
+    kind = KINDS.get(path.suffix, "application/octet-stream")
     return FileResponse(path.open("rb"), content_type=kind, as_attachment=True, filename=filename)
 
 
