@@ -48,6 +48,7 @@ from torch import Tensor
 from learn.lab.attention import apply_rope
 from learn.lab.decoding import Generation, TextStream, Tokenizer, _finish, stop_set, sync
 from learn.lab.events import Emit, no_emit
+from learn.lab.kvcache import KVCache
 
 POSITION_BUCKET = 128  # cache lengths round up to this, so a compiled step is reused
 
@@ -78,18 +79,8 @@ class StaticKVCache:
         for t in self.k + self.v:  # CUDA graphs replay with these very buffers (no copies)
             torch._dynamo.mark_static_address(t)
 
-    @classmethod
-    def for_model(cls, model: Any, max_pos: int, batch: int = 1) -> StaticKVCache:
-        cfg = model.config
-        return cls(
-            cfg.n_layers,
-            batch,
-            cfg.n_kv_heads,
-            min(max_pos, cfg.max_seq_len),
-            cfg.head_dim,
-            dtype=model.dtype,
-            device=model.device,
-        )
+    # the same constructor arguments as KVCache's, so the same shaping from a model's config
+    for_model = classmethod(KVCache.for_model.__func__)
 
     @property
     def nbytes(self) -> int:

@@ -9,7 +9,7 @@ Shapes: L layers, B batch, nkv key/value heads, P positions held, hs head size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import Tensor
@@ -40,7 +40,7 @@ class KVCache:
         self.max_pos = max_pos
 
     @classmethod
-    def for_model(cls, model: Any, max_pos: int, batch: int = 1) -> KVCache:
+    def for_model(cls, model: Any, max_pos: int, batch: int = 1) -> Self:
         """A cache shaped for ``model`` (its config, device and dtype), capped at its context."""
         cfg = model.config
         return cls(
