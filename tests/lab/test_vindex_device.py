@@ -11,16 +11,9 @@ from learn.lab.vindex import FlatIndex, IVFFlatIndex, clustered
 from learn.lab.vindex.base import SCAN_ELEMENTS
 from learn.lab.vindex.flat import scan_elements
 from learn.lab.vindex.lab import make_index
+from tests.lab.test_vindex import brute_force
 
 K = 10
-
-
-def brute_force(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top k in float64 with the direct formula."""
-    diff = q[:, None, :].astype(np.float64) - x[None, :, :].astype(np.float64)
-    dist = np.einsum("qnd,qnd->qn", diff, diff)
-    ids = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, ids, axis=1), ids
 
 
 @pytest.fixture(scope="module")
