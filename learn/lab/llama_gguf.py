@@ -42,11 +42,13 @@ __all__ = [  # the chat helpers are re-exported: callers may keep importing them
     "config_from_gguf",
     "convert_gguf",
     "converted_weights",
+    "f32_gguf",
     "load_llama",
     "load_smollm2",
     "load_tokenizer",
     "smollm2_tokenizer_file",
     "unpermute_rope",
+    "write_f32_gguf",
 ]
 
 CACHE_NAME = "smollm2-135m"
@@ -120,6 +122,51 @@ def convert_gguf(gguf_path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
     if "output.weight" in raw:
         raise ValueError("this loader expects tied embeddings (no separate output.weight)")
     return cfg, sd
+
+
+def write_f32_gguf(src: Path, dst: Path) -> Path:
+    """Copy a GGUF file with every tensor de-quantized to float32 and the metadata unchanged.
+
+    The copy holds exactly the weights our converter reads from ``src``, so llama.cpp run on
+    it and our float32 model compute with the same numbers: their greedy tokens should agree,
+    which the quantized file cannot show (llama.cpp rounds activations to 8 bits inside its
+    Q4_1 and Q8_0 dot products). ~4 bytes per weight: 540 MB for SmolLM2-135M.
+    """
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter, Keys, LlamaFileType
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(str(src))
+    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+    writer = GGUFWriter(str(tmp), arch=reader.fields[Keys.General.ARCHITECTURE].contents())
+    for field in reader.fields.values():
+        if field.name == Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        value = field.contents()
+        if field.name == Keys.General.FILE_TYPE:
+            value = int(LlamaFileType.ALL_F32)
+        sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, kind, sub_type=sub)
+    for t in reader.tensors:
+        shape = [int(d) for d in reversed(t.shape)]  # numpy order: GGUF's reversed
+        weights = dequantize(t.data, t.tensor_type).astype(np.float32)
+        writer.add_tensor(t.name, weights.reshape(shape))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(dst)  # atomic: a reader never sees half a file
+    return dst
+
+
+def f32_gguf(gguf_path: Path | None = None) -> Path:
+    """A float32 copy of ``gguf_path`` (default: SmolLM2's), written once under the cache."""
+    gguf_path = gguf_path or smollm2_gguf()
+    dst = cache_dir() / CACHE_NAME / f"{gguf_path.stem}.f32.gguf"
+    if dst.is_file() and dst.stat().st_mtime_ns >= gguf_path.stat().st_mtime_ns:
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return write_f32_gguf(gguf_path, dst)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:

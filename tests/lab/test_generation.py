@@ -10,6 +10,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers / huggingface_hub load
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import torch
 from learn.lab.decoding import generate, greedy_no_cache, kv_cache_comparison
 from learn.lab.kvcache import KVCache
 from learn.lab.llama import Llama, LlamaConfig, inspect_next_token, truncated
-from learn.lab.llama_gguf import chat_prompt, load_smollm2
+from learn.lab.llama_gguf import chat_prompt, load_smollm2, write_f32_gguf
 from learn.lab.llama_hf import hf_state_dict, to_hf
 from learn.lab.models import smollm2_gguf
 from learn.lab.quantized_models import quantized_copy
@@ -141,6 +142,41 @@ def test_kv_cache_greedy_equals_no_cache_and_transformers(
     assert greedy == slow.tokens
     assert greedy == hf[0, len(prompt) :].tolist()
     assert "Paris" in tokenizer.decode(greedy)
+
+
+@pytest.fixture(scope="module")
+def f32_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_f32_gguf(smollm2_gguf(), tmp_path_factory.mktemp("gguf") / "smollm2.f32.gguf")
+
+
+def test_the_f32_gguf_copy_holds_the_dequantized_weights_and_metadata(
+    f32_copy: Path, gguf_reader: Any
+) -> None:
+    from gguf import GGUFReader, dequantize
+
+    copy = GGUFReader(str(f32_copy))
+    assert [t.name for t in copy.tensors] == [t.name for t in gguf_reader.tensors]
+    for old, new in zip(gguf_reader.tensors, copy.tensors, strict=True):
+        assert new.tensor_type.name == "F32" and list(new.shape) == list(old.shape)
+        want = dequantize(old.data, old.tensor_type).astype("float32").reshape(new.data.shape)
+        assert (new.data == want).all(), old.name
+    assert copy.fields["general.file_type"].contents() == 0  # LlamaFileType.ALL_F32
+    for name in ("tokenizer.chat_template", "llama.rope.freq_base", "tokenizer.ggml.merges"):
+        assert copy.fields[name].contents() == gguf_reader.fields[name].contents()
+
+
+def test_llama_cpp_on_the_f32_copy_greedy_equals_ours(
+    f32_copy: Path, model: Llama, prompt: list[int], greedy: list[int]
+) -> None:
+    """The same weights, so the same greedy tokens: what bench/generate.py section 6 checks
+    at 128 tokens. (On the Q4_1 file llama.cpp rounds activations to 8 bits and drifts.)"""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="optional: pip install '.[bench]'")
+    llm = llama_cpp.Llama(
+        model_path=str(f32_copy), n_ctx=len(prompt) + N + 8, n_threads=2, verbose=False
+    )
+    gen = llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+    theirs = [int(t) for _, t in zip(range(N), gen, strict=False)]
+    assert theirs == greedy
 
 
 def test_generate_streams_tokens_and_reports_timing(
