@@ -9,6 +9,8 @@ and ``model.dtype``.
   emitting each token as it is made; ``greedy_no_cache`` recomputes the whole sequence
   every step; ``kv_cache_comparison`` runs both on one prompt.
 - ``TextStream``, ``stop_set`` and ``sync`` serve the speculative decoders as well.
+
+On the CPU a float32 ``Llama`` decodes through ``learn.lab.packed.packed_model``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
+from learn.lab.packed import packed_model
 from learn.lab.sampling import sample
 
 if TYPE_CHECKING:
@@ -130,6 +133,7 @@ def generate(
     tokenizer: Tokenizer | None = None,
     emit: Emit = no_emit,
     constraint: Constraint | None = None,
+    packed: bool = True,
 ) -> Generation:
     """Continue the prompt ``ids`` by up to ``max_new_tokens`` tokens, one at a time.
 
@@ -143,7 +147,12 @@ def generate(
     ``constraint.mask`` before sampling and the token through ``constraint.advance``
     after; generation also stops once ``constraint.done`` (stop reason "grammar"). The
     per-token ms include the masking.
+
+    A float32 model on the CPU runs on its packed twin (``learn.lab.packed``: the same
+    weights, pre-arranged for the matmul); ``packed=False`` runs the model's own layers.
     """
+    if packed:
+        model = packed_model(model)
     device = model.device
     stops = stop_set(model, stop_ids)
     gen = torch.Generator(device=device)

@@ -25,6 +25,7 @@ import torch
 
 from learn.lab.events import Emit, no_emit
 from learn.lab.llama_gguf import chat_prompt
+from learn.lab.packed import packed_model
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -99,7 +100,7 @@ def relevance_logprob(model: Llama, tokenizer: Tokenizer, question: str, passage
     """
     ids = chat_prompt(tokenizer, judge_prompt(question, passage), system=JUDGE_SYSTEM)
     x = torch.tensor([ids], dtype=torch.long, device=model.device)  # (1, T)
-    logits = model(x, last_only=True)[0, -1].float()  # (V,)
+    logits = packed_model(model)(x, last_only=True)[0, -1].float()  # (V,)
     yes, no = _answer_ids(tokenizer)
     log_yes = torch.logsumexp(logits[yes], 0)
     log_both = torch.logsumexp(logits[yes + no], 0)

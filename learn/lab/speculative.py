@@ -3,11 +3,11 @@ forward pass of the real model, keep the agreeing prefix.
 
 On a memory-bound device one pass over 1 + k tokens costs about as much as a pass over
 one, because the weights are read once either way; every accepted guess is a token for
-free. On a CPU the matmul library is tuned for one row or for many: over 2-16 rows it
-re-arranges every weight on every call, and a pass over 9 tokens costs several times a
-1-token one. Verify passes therefore run on a twin of the model whose weights are
-arranged once (``verify_model``, oneDNN's packed layout), where a pass over a few tokens
-costs little more than plain greedy's 1-token step (``bench/generate.py`` measures both).
+free. On a CPU that holds only when the weights are arranged once for the matmul
+(``learn.lab.packed``): a plain matmul re-arranges them on every call, and a pass over 9
+tokens then costs several times a 1-token one. Plain greedy and every pass here run on
+the packed twin, where a pass over a few tokens costs little more than a 1-token step
+(``bench/generate.py`` measures both).
 Greedy only, so the output is exactly plain greedy decoding's.
 
 - ``speculative_prompt_lookup``: the guesses are copied from earlier in the sequence
@@ -22,22 +22,19 @@ Models have the interface described in ``learn.lab.decoding``.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from learn.lab.decoding import TextStream, Tokenizer, stop_set, sync
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
-from learn.lab.llama import Linear, Llama
+from learn.lab.packed import packed_model
 
 PROMPTS = Path(__file__).parent / "data" / "spec_prompts.json"  # written for this project
 
@@ -200,105 +197,15 @@ class DraftLength:
             self.k = max(self.shortest, self.k // 2)
 
 
-# ------------------------------------------------------------------ the verify pass
-
-
-PACK_ROWS = 16  # the row count oneDNN's weight layout is chosen for: a typical verify pass
-
-
-def _can_pack(model: Any) -> bool:
-    """oneDNN's prepacked fp32 matmul is there, and ``model`` is a float32 ``Llama`` on the
-    CPU (quantized and GPU models verify with their own layers)."""
-    ops = torch.ops.mkldnn
-    return (
-        isinstance(model, Llama)
-        and model.device.type == "cpu"
-        and model.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_reorder_linear_weight")
-        and hasattr(ops, "_linear_pointwise")
-    )
-
-
-class PackedLinear(nn.Module):
-    """``y = x @ W`` with W held once in oneDNN's blocked layout, for passes over a few rows.
-
-    A plain matmul over 2-16 rows re-arranges the weight on every call (PyTorch's BLAS is
-    tuned for one row or for many), so on a CPU a verify pass over 9 tokens costs several
-    times a 1-token pass; with the weights arranged once, little more than one
-    (``bench/generate.py`` measures both). Same float32 arithmetic, summed in another
-    order: logits agree to ~1e-4.
-    """
-
-    def __init__(self, weight: Tensor, rows: int = PACK_ROWS) -> None:
-        """``weight`` (in, out), as ``learn.lab.llama.Linear`` keeps it."""
-        super().__init__()
-        w = weight.detach().t().contiguous()  # (out, in), the layout oneDNN packs from
-        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(w, rows))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (..., in) -> (..., out)."""
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, None, "none", [], "")
-
-
-class PackedEmbedding(nn.Module):
-    """The tied (C, vocab) table for a verify pass: rows looked up as the model does, logits
-    through a ``PackedLinear`` (the ``embed_q`` protocol of ``learn.lab.llama.Llama``)."""
-
-    def __init__(self, table: Tensor) -> None:
-        """``table`` (C, vocab), the model's ``embed``."""
-        super().__init__()
-        self.table = table
-        self.head = PackedLinear(table)
-
-    def lookup(self, ids: Tensor) -> Tensor:
-        return self.table.t()[ids]  # (..., C)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(x)  # (..., vocab)
-
-
-def _with_packed(module: nn.Module) -> nn.Module:
-    """A copy of the module tree in which every ``Linear`` is a ``PackedLinear``; all
-    other parameters and buffers are shared with the original, not copied."""
-    if isinstance(module, Linear):
-        return PackedLinear(module.weight)
-    clone = copy.copy(module)  # its own attribute dict; the tensors in it are shared
-    clone._parameters = dict(module._parameters)
-    clone._buffers = dict(module._buffers)
-    clone._modules = {k: m if m is None else _with_packed(m) for k, m in module._modules.items()}
-    return clone
-
-
-_PACKED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def verify_model(model: Any) -> Any:
-    """What runs the multi-token verify passes: on a CPU, a twin of ``model`` with its
-    matrices packed for few-row matmuls (made once per model and kept while the model
-    lives; +4 bytes a weight), elsewhere the model itself. The twin shares the model's
-    config, norms and RoPE tables, and writes the same KV cache."""
-    if not _can_pack(model):
-        return model
-    twin = _PACKED.get(model)
-    if twin is None:
-        twin = _with_packed(model)
-        if model.embed_q is None:  # a float table: its output matmul is packed too
-            twin.embed_q = PackedEmbedding(model.embed)
-        _PACKED[model] = twin
-    return twin
-
-
 class _Verifier:
     """A model plus its cache; ``predict`` scores a run of new tokens in one forward pass.
 
-    A single token goes through ``model`` exactly as plain greedy decoding runs it; a
-    longer run (a verify pass) through ``verify_model(model)``.
+    With ``packed``, every pass runs on ``packed_model(model)``, as plain greedy decoding
+    (``learn.lab.decoding.generate``) does, so a 1-token step costs what greedy's costs.
     """
 
     def __init__(self, model: Any, total: int, packed: bool = True) -> None:
-        self.model = model
-        self.wide = verify_model(model) if packed else model
+        self.model = packed_model(model) if packed else model
         self.cache = KVCache.for_model(model, total)
         self.valid = 0  # positions [0, valid) of the cache hold keys of accepted tokens
 
@@ -306,8 +213,7 @@ class _Verifier:
         """Feed ``new`` at positions valid.., return the greedy next token after each one
         (after the last only, with ``last_only``: the output layer runs for that row alone)."""
         x = torch.tensor([new], dtype=torch.long, device=self.model.device)  # (1, T)
-        model = self.model if last_only or len(new) == 1 else self.wide
-        logits = model(x, self.cache, self.valid, last_only=last_only)  # (1, T or 1, vocab)
+        logits = self.model(x, self.cache, self.valid, last_only=last_only)  # (1, T or 1, V)
         self.valid += len(new)
         return logits[0].argmax(-1).tolist()
 
@@ -327,8 +233,8 @@ def _speculate(
     """The shared loop: propose a draft, verify it in one pass, keep the agreeing prefix.
 
     ``propose(seq)`` sees the whole sequence so far (a list it must not change);
-    ``feedback(drafted, accepted)`` hears how each draft fared; ``packed=False`` verifies
-    with the model's own layers (``verify_model`` says what packing changes).
+    ``feedback(drafted, accepted)`` hears how each draft fared; ``packed=False`` runs the
+    model's own layers instead of ``packed_model``'s.
     """
     stops = stop_set(model, stop_ids)
     seq = list(ids)
@@ -414,7 +320,7 @@ def speculative_prompt_lookup(
     ``num_draft``, doubling after full acceptance, halving after a rejection). Without
     ``adaptive``, as prompt lookup was first written: the most recent match of the tail's
     last ``ngram`` tokens (down to ``min_ngram``), ``num_draft`` tokens every time.
-    Verify passes run through ``verify_model(model)`` unless ``packed`` is False. Output
+    Passes run through ``packed_model(model)`` unless ``packed`` is False. Output
     equals plain greedy's. Emits ``partial`` per step: ``tokens``, ``text``,
     ``drafted``, ``accepted``, ``ms``.
     """

@@ -1,10 +1,9 @@
 """Prompt-lookup speculation that pays on the CPU: the incremental n-gram index and its
-longest-context match, the adaptive draft length, the packed verify model, and identical
-tokens to plain greedy on the bench's prompt set.
+longest-context match, the adaptive draft length, and identical tokens to plain greedy on
+the bench's prompt set (the packed weights both run on: ``test_packed.py``).
 
 The references: for the index, rescanning (``lookup_draft`` and ``_rescan_match`` here);
-for the packed verify model, the model's own forward pass; for decoding, plain greedy
-``generate``. Generations are short (24 tokens) to keep CPU low.
+for decoding, plain greedy ``generate``. Generations are short (24 tokens) to keep CPU low.
 """
 
 from __future__ import annotations
@@ -17,21 +16,17 @@ import random
 from typing import Any
 
 import pytest
-import torch
 
 from learn.lab.decoding import generate
-from learn.lab.kvcache import KVCache
-from learn.lab.llama import Llama, half_precision
+from learn.lab.llama import Llama
 from learn.lab.llama_gguf import chat_ids, load_smollm2
 from learn.lab.speculative import (
     DraftLength,
     NgramIndex,
-    PackedLinear,
     length_for_match,
     lookup_draft,
     prompt_set,
     speculative_prompt_lookup,
-    verify_model,
 )
 
 N = 24  # new tokens per generation
@@ -164,28 +159,3 @@ def test_prompt_lookup_stops_at_the_limit_without_drafting_past_it(
         for step in spec.steps[1:]:
             assert step.drafted <= limit - made - 1  # a draft past the limit is wasted work
             made += step.accepted + 1
-
-
-def test_the_packed_verify_model_computes_what_the_model_computes(
-    smol: tuple[Llama, Any],
-) -> None:
-    """The twin's multi-token pass gives the model's logits (same arithmetic, other order),
-    shares every tensor but the packed matrices, and is made once per model."""
-    model, tokenizer = smol
-    twin = verify_model(model)
-    assert verify_model(model) is twin
-    assert sum(isinstance(m, PackedLinear) for m in twin.modules()) == 4 * 30 + 1  # + the head
-    assert twin.norm.weight is model.norm.weight and twin.rope_cos is model.rope_cos
-    ids = torch.tensor([tokenizer.encode("The river rises in the hills above the town.").ids])
-    cache, twin_cache = KVCache.for_model(model, 64), KVCache.for_model(model, 64)
-    with torch.inference_mode():
-        model(ids[:, :4], cache, 0)
-        twin(ids[:, :4], twin_cache, 0)
-        ours = model(ids[:, 4:], cache, 4)  # (1, T, vocab), a verify-sized pass
-        theirs = twin(ids[:, 4:], twin_cache, 4)
-    torch.testing.assert_close(theirs, ours, atol=2e-3, rtol=1e-4)
-    assert torch.equal(theirs.argmax(-1), ours.argmax(-1))
-    S = ids.shape[1]  # both wrote the same keys
-    torch.testing.assert_close(twin_cache.k[..., :S, :], cache.k[..., :S, :], atol=1e-3, rtol=1e-3)
-    fp16 = half_precision(model)
-    assert verify_model(fp16) is fp16  # not float32: verified with its own layers
