@@ -161,3 +161,34 @@ def test_dashboard_is_for_staff_only(site: str) -> None:
 
     response = httpx.get(f"{site}/dashboard/", follow_redirects=False)
     assert response.status_code == 302 and "/admin/login/" in response.headers["location"]
+
+
+def test_deleting_runs_removes_the_files_they_kept(staff_client) -> None:
+    """A trained model and a LoRA adapter are kept beside their runs; an operator's bulk
+    delete removes them, and a delete that is rolled back leaves them."""
+    from django.db import transaction
+
+    from learn.models import Run
+    from learn.playgrounds import PLAYGROUNDS
+
+    runs = [
+        Run.objects.create(playground=slug, params={}, status="succeeded")
+        for slug in ("train-gpt", "lora-finetune")
+    ]
+    ids = [str(r.pk) for r in runs]  # a delete sets pk to None, even one rolled back
+    folders = [PLAYGROUNDS[r.playground].kept_folder(r.pk) for r in runs]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "weights.safetensors").write_bytes(b"kept")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        runs[0].delete()
+        raise RuntimeError("the delete is rolled back")
+    assert Run.objects.filter(pk=ids[0]).exists()
+    assert folders[0].is_dir()
+    response = staff_client.post(
+        "/admin/learn/run/", {"action": "delete_selected", "_selected_action": ids, "post": "yes"}
+    )
+    assert response.status_code == 302, response.content[:500]
+    assert not Run.objects.filter(pk__in=ids).exists()
+    assert not any(folder.exists() for folder in folders)
+    assert PLAYGROUNDS["embed"].kept_folder(ids[0]) is None  # keeps nothing

@@ -263,6 +263,35 @@ def test_an_unreachable_broker_or_valkey_is_a_503_that_stores_nothing(services) 
     assert valkey["health_body"]["workers"] == 0
 
 
+DB_DOWN = """
+import json, time
+import django
+django.setup()
+from django.test import Client
+
+started = time.monotonic()
+health = Client(HTTP_HOST="127.0.0.1").get("/healthz")
+print(json.dumps({"status": health.status_code, "body": health.json(),
+                  "seconds": time.monotonic() - started}))
+"""
+
+
+def test_healthz_says_at_once_when_postgres_is_down(services) -> None:
+    """With the database unreachable (a port nothing listens on), /healthz is a 503 naming
+    the database within a few seconds, not after the pool's 10 s wait for a connection."""
+    port = dead_url().rsplit(":", 1)[1].split("/")[0]
+    env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
+    done = subprocess.run(
+        [sys.executable, "-c", DB_DOWN], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["status"] == 503, found
+    assert found["body"]["database"].startswith("error"), found
+    assert found["body"]["broker"] == "ok" and found["seconds"] < 5, found
+
+
 def test_a_worker_event_after_a_cancel_is_refused_and_the_stream_ends_with_done(
     services,
 ) -> None:

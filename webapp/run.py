@@ -135,6 +135,17 @@ def forget_worker(redis_url: str) -> None:
     metrics.forget(redis.Redis.from_url(redis_url, socket_timeout=5), host_format(WORKER_NAME))
 
 
+def prepare_tokenizer() -> None:
+    """Build SmolLM2's tokenizer file from its GGUF before web and worker start (~10 s, on
+    a machine's first start only), so neither builds it while a learner waits on a form."""
+    from learn.lab.smollm2_text import smollm2_tokenizer_file
+
+    try:
+        smollm2_tokenizer_file()
+    except Exception:  # the web and the worker build it on first use instead
+        log.exception("could not prepare SmolLM2's tokenizer file")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     host = os.environ.get("HOST", "127.0.0.1")
@@ -166,6 +177,7 @@ def main() -> int:
     state = Path(VAR_DIR) / "supervisor.json"
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], env=env, check=True)
+        prepare_tokenizer()
         import django
 
         django.setup()  # forget_worker reads learn.metrics

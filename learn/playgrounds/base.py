@@ -7,13 +7,17 @@ process never does, so forms and API validate without loading any compute code.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from ninja import Schema
 from pydantic import Field
+
+from learn.lab.models import cache_dir
 
 if TYPE_CHECKING:
     from learn.models import Run
@@ -123,6 +127,14 @@ class Playground:
     live: bool = False  # its template has `live` (shown while running) and `partial` parts
     uploads: bool = False  # its form sends a file (multipart)
     hidden: bool = False  # no lesson page or form: a backend for another API (e.g. /v1)
+    keeps: str = ""  # its runs keep files in <model cache>/<keeps>/<run id>/ (see kept_folder)
+
+    def kept_folder(self, run_id: str | uuid.UUID) -> Path | None:
+        """Where a run keeps files beside its result (a model, an adapter), in the model
+        cache that web and workers share; deleted with the run. None: it keeps none."""
+        if not self.keeps:
+            return None
+        return cache_dir() / self.keeps / str(uuid.UUID(str(run_id)))
 
     @property
     def template(self) -> str:

@@ -26,6 +26,7 @@ MAX_PAIR_TOKENS = 192  # prompt in the chat template + response + end marker
 MAX_SEQUENCES = 240  # steps × batch: ~3 minutes of SmolLM2 forward + backward on 2 cores
 MAX_TRAIN_TOKENS = 16_000  # steps × batch × mean tokens of your pairs (the built-in: ~62)
 MAX_PROMPTS = 4
+KEEPS = "adapters"  # the model cache's folder for adapters, one per run
 ADAPTER_FILES = ("adapter.safetensors", "adapter-peft.zip")  # ours; for transformers + PEFT
 
 
@@ -34,7 +35,7 @@ def adapter_path(run_id: str | uuid.UUID, name: str = ADAPTER_FILES[0]) -> Path:
     (the model cache is the folder workers and the web share)."""
     if name not in ADAPTER_FILES:
         raise ValueError(f"no adapter file {name!r}: {', '.join(ADAPTER_FILES)}")
-    return cache_dir() / "adapters" / str(uuid.UUID(str(run_id))) / name
+    return cache_dir() / KEEPS / str(uuid.UUID(str(run_id))) / name
 
 
 def pair_tokens(pair: Pair) -> int:
@@ -148,5 +149,6 @@ register(
         queue="gpu",
         time_limit=420,
         live=True,
+        keeps=KEEPS,
     ),
 )

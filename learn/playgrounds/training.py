@@ -34,13 +34,14 @@ MAX_BPE_VOCAB = 16_384  # the output layer is (width x vocab): a larger one trai
 CHAR_VOCAB = 256  # at most 255 characters of the text, plus one for the rest
 MAX_TRAIN_FLOPS = 3e12  # within ~3 minutes of a two-core CPU at the rates bench/train.py measured
 MAX_TEACHER_TOKENS = 16_384  # SmolLM2 forward passes: within ~3 minutes of a two-core CPU
+KEEPS = "trained"  # the model cache's folder for trained models, one per run
 TIME_BUDGET_S = 170  # the worker stops training here, whatever the estimate said
 TOKENIZER_HELP = "'chars' or the id of a BPE tokenizer you trained in chapter 3"
 
 
 def model_folder(run_id: str | uuid.UUID) -> Path:
     """Where a training run keeps its model: ``<model cache>/trained/<run id>/``."""
-    return cache_dir() / "trained" / str(uuid.UUID(str(run_id)))
+    return cache_dir() / KEEPS / str(uuid.UUID(str(run_id)))
 
 
 def has_model(run_id: str | uuid.UUID) -> bool:
@@ -282,6 +283,7 @@ register(
         time_limit=TIME_BUDGET_S + 130,
         live=True,
         uploads=True,
+        keeps=KEEPS,
     ),
     Playground(
         slug="train-gpt-sample",

@@ -8,11 +8,14 @@ each change is also an event on the run's stream.
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.db import connection, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 from learn import events, owners
@@ -29,6 +32,16 @@ log = logging.getLogger(__name__)
 Status = Run.Status
 LOST_AFTER = timedelta(seconds=60)  # grace beyond a playground's time limit
 RUN_TASK = "forwardpass.run_playground"  # the one Celery task (workers/tasks.py) runs them all
+
+
+@receiver(post_delete, sender=Run, dispatch_uid="learn.runs.remove_kept_files")
+def remove_kept_files(sender: type[Run], instance: Run, **kwargs: Any) -> None:
+    """A deleted run's kept files (a trained model, an adapter: ``Playground.kept_folder``)
+    go with it, once the delete is committed (a rolled-back delete keeps them)."""
+    playground = PLAYGROUNDS.get(instance.playground)
+    folder = playground.kept_folder(instance.pk) if playground is not None else None
+    if folder is not None:
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def advisory_lock(key: int | str) -> None:
