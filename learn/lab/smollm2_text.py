@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from learn.lab.bpe_hf import BYTE_LEVEL, bpe_document
 from learn.lab.models import cache_dir, smollm2_gguf
 
 if TYPE_CHECKING:
@@ -38,41 +39,9 @@ def tokenizer_json(gguf_path: Path) -> dict[str, Any]:
     merges = [merge.split(" ", 1) for merge in strings("tokenizer.ggml.merges")]
     kinds = fields["tokenizer.ggml.token_type"]
     types = [int(kinds.parts[i][0]) for i in kinds.data]
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [
-            {
-                "id": i,
-                "content": token,
-                "single_word": False,
-                "lstrip": False,
-                "rstrip": False,
-                "normalized": False,
-                "special": True,
-            }
-            for i, (token, kind) in enumerate(zip(tokens, types, strict=True))
-            if kind == CONTROL
-        ],
-        "normalizer": None,
-        "pre_tokenizer": {**byte_level, "use_regex": True},
-        "post_processor": None,
-        "decoder": {**byte_level, "use_regex": True},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": "",
-            "end_of_word_suffix": "",
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": {token: i for i, token in enumerate(tokens)},
-            "merges": merges,
-        },
-    }
+    special = {token: i for i, token in enumerate(tokens) if types[i] == CONTROL}
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return bpe_document(vocab, merges, special, {**BYTE_LEVEL, "use_regex": True})
 
 
 def smollm2_tokenizer_file() -> Path:
