@@ -19,9 +19,12 @@ the kernel launches, not the weights, set the pace. gpt-fast's recipe removes bo
   the step, so nothing waits for the host between tokens. The host reads tokens back
   every ``check_every`` steps to stream them and look for a stop.
 
-Measured on a 2-core CPU (``bench/generate.py``, section 6): compiling pays for the fp32
-and int4 paths (about 2x and 1.2x the eager loop) and little for int8, whose time is the
-int8 kernel's; the compile takes 10-70 s the first time and is then reused.
+Measured on a 2-core CPU (``bench/generate.py``, section 6): the compiled step beats the
+eager loop for the int8 and int4 copies (by about a quarter), but not for float32, where
+``generate`` runs on weights pre-packed for oneDNN (``learn.lab.packed``): inductor's own
+matmuls read the weights at about half that speed, and it cannot lower the packed op
+(nor does its ``freezing`` pre-packing help here). The compile takes 10-70 s the first
+time and is then reused.
 
 The step uses the model's own modules (norms, fused QKV, SwiGLU, tied output), so the
 quantized copies of ``learn.lab.quantized_models`` (int8 / int4 weight-only layers) run
