@@ -223,7 +223,7 @@ def bench_smollm2(
     """SmolLM2-135M-Instruct at each precision: tokens/s, perplexity, agreement, KL.
 
     Speed: greedy decoding of ``new_tokens`` after a fixed chat prompt (the end-of-turn
-    token does not stop it), decode tokens per second. Quality on ``heldout.txt``: its
+    token does not stop it), decode tokens per second, the better of two runs. Quality on ``heldout.txt``: its
     perplexity (exp of the mean next-token NLL), top-1 agreement with fp32's next-token
     choice and mean KL(fp32 ‖ variant) over its positions. Note: the fp32 reference is
     itself the GGUF's de-quantized Q4_1/Q8_0 weights, the only copy this project ships.
@@ -259,13 +259,14 @@ def bench_smollm2(
         generate(model, prompt, 4, stop_ids=())  # warm-up
         timing = _per_token(step, 65, 100, new_tokens)
         run = generate(model, prompt, new_tokens, stop_ids=(), tokenizer=tokenizer, emit=timing)
+        again = generate(model, prompt, new_tokens, stop_ids=())  # best of two: less noise
         quality = {
             "perplexity": round(perplexity(logits, targets), 4),
             "top1_agreement": round(agreement(reference, logits), 4),
             "kl_nats": round(kl_divergence(reference, logits), 5),
             "sample": run.text[:160],
         }
-        speed = run.decode_tokens_per_s
+        speed = max(run.decode_tokens_per_s, again.decode_tokens_per_s)
         _measured(rows, emit, variant, target, model, convert_s, speed, "tokens/s", quality)
         del model
     return rows
