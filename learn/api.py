@@ -10,7 +10,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from redis.exceptions import RedisError
 
 from learn import owners, queries, ratelimit, services, streams
@@ -168,12 +168,15 @@ def create_run(request: HttpRequest, slug: str):
     if is_htmx(request):
         context = {"run": run, "playground": playground}
         return render(request, "learn/run_panel.html", context, status=202)
-    return 202, {
-        "id": run.id,
-        "status": run.status,
-        "url": f"/api/runs/{run.id}",
-        "events": f"/api/runs/{run.id}/events",
-    }
+    return Status(
+        202,
+        {
+            "id": run.id,
+            "status": run.status,
+            "url": f"/api/runs/{run.id}",
+            "events": f"/api/runs/{run.id}/events",
+        },
+    )
 
 
 @router.get("/runs/{run_id}", response={200: RunOut, READ_PROBLEMS: Problem}, tags=["runs"])
@@ -217,7 +220,7 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID):
         raise ApiProblem(409, f"This run already ended ({run.status}); nothing to cancel.")
     if is_htmx(request):
         return HttpResponse(status=204)
-    return 200, run
+    return Status(200, run)
 
 
 @router.get(
