@@ -46,6 +46,7 @@ from learn.lab.attention import apply_rope
 from learn.lab.decoding import stop_set, sync
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
+from learn.lab.packed import packed_model
 from learn.lab.paged import OutOfBlocks, PagedKVAllocator
 from learn.lab.sampling import sample
 
@@ -262,7 +263,10 @@ def serve(
     never stops early).
     Emits ``partial`` per step with its ``StepRecord`` fields (owners left out).
     ``record_owners`` keeps, per step, which request held each block.
+    A float32 model on the CPU runs on its packed twin (``learn.lab.packed``), as
+    ``generate`` does.
     """
+    model = packed_model(model)
     cfg = model.config
     device = model.device
     stops = stop_set(model, stop_ids)
