@@ -10,9 +10,9 @@ prompt about 2x faster (``bench/generate.py`` measures the pass costs both ways)
 (``PackedLinear``) and whose other tensors (norms, RoPE tables, the embedding rows) are
 the model's own. It is made once per model and remade if the model's weights change in
 place (a training step, a ``load_state_dict``). Everything that decodes calls it:
-``learn.lab.decoding.generate``, speculative decoding, the re-ranker. Anything else
-(a quantized or half-precision copy, a GPU model, a model with LoRA layers) is returned
-unchanged. The twin computes the same float32 arithmetic summed in another order: logits
+``learn.lab.decoding.generate``, speculative and paged decoding, the re-ranker. Anything
+else (a quantized or half-precision copy, a GPU model, a model with LoRA layers) is
+returned unchanged. The twin computes the same float32 arithmetic summed in another order: logits
 agree with the model's to ~1e-4.
 """
 
