@@ -75,7 +75,7 @@ TIMED_TEXTS = 64  # MiniLM: texts in the timed batches (the first of those score
 ROUNDS = 3  # timed runs of each side; the best counts
 
 
-def _batches(encoder: Any, texts: list[str], batch_size: int) -> list[dict[str, torch.Tensor]]:
+def token_batches(encoder: Any, texts: list[str], batch_size: int) -> list[dict[str, torch.Tensor]]:
     """``texts`` tokenized and padded once, as ``Encoder.encode`` batches them (longest
     first): the model's inputs, so that a timing covers the model and nothing else."""
     ids = encoder.tokenizer(
@@ -94,7 +94,7 @@ def _batches(encoder: Any, texts: list[str], batch_size: int) -> list[dict[str, 
 
 
 @torch.inference_mode()
-def _forward_all(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: str) -> None:
+def forward_all(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: str) -> None:
     """Run every batch through ``model`` and bring the pooled vectors back to the CPU
     (which also waits for a GPU to finish)."""
     for batch in batches:
@@ -147,7 +147,7 @@ def bench_minilm(
     texts = list(paragraphs())[:sentences]
     encoder = Encoder(device=device)
     base_model = encoder.model
-    batches = _batches(encoder, texts[:timed], batch_size=32)
+    batches = token_batches(encoder, texts[:timed], batch_size=32)
 
     def calibrate(model: nn.Module) -> None:  # int8-smooth: run the fp32 copy on the CPU
         encoder.model, encoder.device = model, "cpu"
@@ -158,7 +158,7 @@ def bench_minilm(
     fp32: tuple[nn.Module, str] | None = None
     for variant, target, step in _runnable(variants, device, "MiniLM", rows, emit):
         if variant == "int8-smooth":  # SmoothQuant folded into the weights, then fbgemm
-            convert_s, model = best_of(lambda: _folded_int8(base_model.cpu(), calibrate), 1)
+            convert_s, model = best_of(lambda: folded_int8_minilm(base_model.cpu(), calibrate), 1)
         else:  # int4 de-quantizes per call on big batches: the float matmul is faster there
             convert_s, model = _convert(
                 base_model.cpu(), variant, target, skip=("pooler",), fused=False
@@ -171,9 +171,9 @@ def bench_minilm(
         n = len(batches)
         step("progress", pct=55, message=f"timing {n} batch{'es' * (n != 1)} against fp32")
         ref_model, ref_device = fp32 if fp32 is not None else (model, target)
-        sides = [lambda m=model, d=target: _forward_all(m, batches, d)]
+        sides = [lambda m=model, d=target: forward_all(m, batches, d)]
         if ref_model is not model:  # fp32 alongside, in the same rounds
-            sides.append(lambda m=ref_model, d=ref_device: _forward_all(m, batches, d))
+            sides.append(lambda m=ref_model, d=ref_device: forward_all(m, batches, d))
         seconds = paired_timing(sides, rounds)
         cos = np.sum(reference * vectors, axis=1)
         quality = {
@@ -198,7 +198,7 @@ def bench_minilm(
     return rows
 
 
-def _folded_int8(model: nn.Module, calibrate: Callable[[nn.Module], object]) -> nn.Module:
+def folded_int8_minilm(model: nn.Module, calibrate: Callable[[nn.Module], object]) -> nn.Module:
     """MiniLM's ``int8-smooth``: activation ranges measured on the calibration texts,
     SmoothQuant's factors folded into the weights, PyTorch's one-op dynamic int8 (the
     FFN output per token); the pooler, unused by mean pooling, stays float
