@@ -2,7 +2,7 @@
 
 The bounds keep a run on a two-core CPU within about three minutes: each model size,
 batch, context and step count is bounded, and so is their product (the run's estimated
-floating-point work, ``train_flops``). The worker also stops a run at ``TIME_BUDGET_S``
+floating-point work, ``ModelShape.train_flops``). The worker also stops a run at ``TIME_BUDGET_S``
 seconds of training and says so, keeping what it learned. A trained model is kept as files
 beside the run (``model_folder``): ``model.safetensors`` and ``config.json``, loadable by
 transformers' ``GPT2LMHeadModel.from_pretrained``.
@@ -49,16 +49,6 @@ def has_model(run_id: str | uuid.UUID) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
 
 
-def train_flops(
-    *, n_layer: int, n_embd: int, vocab: int, context: int, batch_size: int, steps: int
-) -> float:
-    """Estimated training work: 6 FLOPs per weight per token (forward 2, backward 4; Kaplan
-    et al., 2020) plus attention's scores, 12·L·T·C per token."""
-    weights = 12 * n_layer * n_embd**2 + n_embd * vocab
-    per_token = 6 * weights + 12 * n_layer * context * n_embd
-    return float(per_token * batch_size * context * steps)
-
-
 class ModelShape(LargeTextParams):
     """What both training playgrounds share: the text, the model's shape, the optimiser."""
 
@@ -77,6 +67,15 @@ class ModelShape(LargeTextParams):
     lr: float = Field(default=1e-2, ge=1e-5, le=1.0, description="peak learning rate (AdamW)")
     warmup: int = Field(default=50, ge=0, le=500, description="steps of linear warm-up")
     seed: Seed = 0
+
+    def train_flops(self, vocab: int) -> float:
+        """Estimated training work of one model this shape with ``vocab`` tokens: 6 FLOPs per
+        weight per token (forward 2, backward 4; Kaplan et al., 2020) plus attention's
+        scores, 12·L·T·C per token."""
+        L, C, T = self.n_layer, self.n_embd, self.context
+        weights = 12 * L * C**2 + C * vocab
+        per_token = 6 * weights + 12 * L * T * C
+        return float(per_token * self.batch_size * T * self.steps)
 
     @classmethod
     def from_form(cls, form: QueryDict, files: MultiValueDict) -> dict[str, Any]:
@@ -177,14 +176,7 @@ class TrainParams(ModelShape):
             raise ValueError(
                 f"the head shown must exist: layer 0-{self.n_layer - 1}, head 0-{self.n_head - 1}"
             )
-        flops = train_flops(
-            n_layer=self.n_layer,
-            n_embd=self.n_embd,
-            vocab=self.vocab_bound(),
-            context=self.context,
-            batch_size=self.batch_size,
-            steps=self.steps,
-        )
+        flops = self.train_flops(self.vocab_bound())
         if flops > MAX_TRAIN_FLOPS:
             raise ValueError(
                 f"this run is about {flops / 1e12:.1f} TFLOP of training, more than the "
@@ -221,14 +213,7 @@ class DistillParams(ModelShape):
                 f"here takes at most {MAX_TEACHER_TOKENS:,}, which keeps a CPU run within "
                 "about 3 minutes: use fewer steps, a smaller batch or a shorter context"
             )
-        flops = 2 * train_flops(
-            n_layer=self.n_layer,
-            n_embd=self.n_embd,
-            vocab=SMOLLM2.vocab_size,
-            context=self.context,
-            batch_size=self.batch_size,
-            steps=self.steps,
-        )
+        flops = 2 * self.train_flops(SMOLLM2.vocab_size)  # two students
         if flops > MAX_TRAIN_FLOPS:
             raise ValueError(
                 f"the two students are about {flops / 1e12:.1f} TFLOP of training; at most "
