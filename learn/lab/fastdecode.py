@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learn.lab.attention import apply_rope
 from learn.lab.decoding import Generation, TextStream, Tokenizer, _finish, stop_set, sync
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
@@ -106,13 +105,7 @@ def _attention(model: Any, layer: int, x: Tensor, cache: StaticKVCache, pos: Ten
     """
     a = model.layers[layer].attention
     B, T, _ = x.shape
-    sizes = [a.nh * a.hs, a.nkv * a.hs, a.nkv * a.hs]
-    q, k, v = a.wqkv(x).split(sizes, dim=-1)
-    q = q.view(B, T, a.nh, a.hs).transpose(1, 2)  # (B, nh, T, hs)
-    k = k.view(B, T, a.nkv, a.hs).transpose(1, 2)  # (B, nkv, T, hs)
-    v = v.view(B, T, a.nkv, a.hs).transpose(1, 2)  # (B, nkv, T, hs)
-    cos, sin = model.rope_cos[pos], model.rope_sin[pos]  # (T, hs)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k, v = a.project(x, model.rope_cos[pos], model.rope_sin[pos])  # RoPE tables (T, hs)
     keys, values = cache.update(layer, pos, k, v)  # (B, nkv, P, hs)
     if T > 1:  # the prompt: its own keys, causal, exactly the eager prefill
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)

@@ -95,6 +95,17 @@ class Attention(nn.Module):
         self.wqkv = Linear(cfg.dim, (self.nh + 2 * self.nkv) * self.hs)
         self.wo = Linear(self.nh * self.hs, cfg.dim)
 
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, C) -> q (B, nh, T, hs), k and v (B, nkv, T, hs), RoPE applied to q and k
+        (``cos``/``sin`` broadcast against (B, heads, T, hs))."""
+        B, T, _ = x.shape
+        sizes = [self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs]
+        q, k, v = self.wqkv(x).split(sizes, dim=-1)
+        q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
     def forward(
         self,
         x: Tensor,
@@ -108,12 +119,7 @@ class Attention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, C) at positions start_pos.. -> (B, T, C), and (B, nh, T, S) weights if asked."""
         B, T, _ = x.shape
-        sizes = [self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs]
-        q, k, v = self.wqkv(x).split(sizes, dim=-1)
-        q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
         if cache is not None:  # write this call's keys/values, read every position so far
             k, v = cache.update(layer, start_pos, k, v)  # (B, nkv, S, hs), S = start_pos + T
         weights = None

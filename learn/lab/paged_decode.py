@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learn.lab.attention import apply_rope
 from learn.lab.decoding import stop_set, sync
 from learn.lab.events import Emit, no_emit
 from learn.lab.kvcache import KVCache
@@ -134,15 +133,12 @@ def decode_step(
     mask = (keys[None, :] <= positions[:, None])[:, None, None, :]  # (B, 1, 1, S)
     for i, block in enumerate(model.layers):
         att = block.attention
-        nh, nkv, hs = att.nh, att.nkv, att.hs
-        q, k, v = att.wqkv(block.attention_norm(x)).split([nh * hs, nkv * hs, nkv * hs], -1)
-        q = apply_rope(q.view(B, 1, nh, hs).transpose(1, 2), cos, sin)  # (B, nh, 1, hs)
-        k = apply_rope(k.view(B, 1, nkv, hs).transpose(1, 2), cos, sin)  # (B, nkv, 1, hs)
+        q, k, v = att.project(block.attention_norm(x), cos, sin)  # (B, nh or nkv, 1, hs)
         pool.k[i, blocks, offsets] = k[:, :, 0]  # (B, nkv, hs) into B slots
-        pool.v[i, blocks, offsets] = v.view(B, nkv, hs)
+        pool.v[i, blocks, offsets] = v[:, :, 0]
         ks, vs = pool.gather(i, tables)  # (B, nkv, S, hs)
         y = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask, enable_gqa=True)
-        x = x + att.wo(y.transpose(1, 2).reshape(B, 1, nh * hs))
+        x = x + att.wo(y.transpose(1, 2).reshape(B, 1, att.nh * att.hs))
         x = x + block.feed_forward(block.ffn_norm(x))
     return model.output(model.norm(x))[:, 0].float()  # (B, vocab)
 
