@@ -223,10 +223,11 @@ def bench_smollm2(
     """SmolLM2-135M-Instruct at each precision: tokens/s, perplexity, agreement, KL.
 
     Speed: greedy decoding of ``new_tokens`` after a fixed chat prompt (the end-of-turn
-    token does not stop it), decode tokens per second, the better of two runs. Quality on ``heldout.txt``: its
-    perplexity (exp of the mean next-token NLL), top-1 agreement with fp32's next-token
-    choice and mean KL(fp32 ‖ variant) over its positions. Note: the fp32 reference is
-    itself the GGUF's de-quantized Q4_1/Q8_0 weights, the only copy this project ships.
+    token does not stop it), decode tokens per second, the better of two runs. Quality on
+    ``heldout.txt``: its perplexity (exp of the mean next-token NLL), top-1 agreement with
+    fp32's next-token choice and mean KL(fp32 ‖ variant) over its positions. Note: the fp32
+    reference is itself the GGUF's de-quantized Q4_1/Q8_0 weights, the only copy this project
+    ships.
     """
     from learn.lab.decoding import generate
     from learn.lab.llama_gguf import chat_prompt, load_llama, load_tokenizer
