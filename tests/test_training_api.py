@@ -180,3 +180,18 @@ def test_distillation_trains_both_students_from_one_start_with_the_teacher(
     assert result["config"]["vocab_size"] == 49_152  # SmolLM2's tokens, so the labels align
     assert 0 < result["teacher_val"] < soft[0]["val"]  # the teacher knows the text far better
     assert result["device"] == run["device"] and result["alpha"] == 0.9
+
+
+def test_an_uploaded_text_that_is_too_large_or_not_utf8_is_a_422_on_the_file_field(
+    client: httpx.Client,
+) -> None:
+    def upload(data: bytes) -> httpx.Response:
+        form = {"source": "text", "n_layer": "1", "n_embd": "32", "n_head": "2", "steps": "10"}
+        files = {"text_file": ("mine.txt", data, "text/plain")}
+        return client.post("/api/playgrounds/train-gpt/runs", data=form, files=files)
+
+    for data, says in ((b"caf\xe9 latin-1", "not UTF-8"), (b"a" * (2 * 2**20 + 1), "2 MB")):
+        response = upload(data)
+        assert response.status_code == 422, response.text
+        problem = response.json()["detail"][0]
+        assert problem["field"] == "text_file" and says in problem["message"], problem

@@ -20,6 +20,8 @@ from pydantic import Field
 from learn.lab.models import cache_dir
 
 if TYPE_CHECKING:
+    from django.core.files.uploadedfile import UploadedFile
+
     from learn.models import Run
 
 
@@ -32,6 +34,21 @@ class FormProblem(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def uploaded_text(field: str, upload: UploadedFile, max_bytes: int) -> str:
+    """An uploaded file's text: ``FormProblem`` on ``field`` when it is larger than
+    ``max_bytes`` (a whole number of MiB) or not UTF-8."""
+    if upload.size is not None and upload.size > max_bytes:
+        raise FormProblem(
+            field, f"The file is larger than {max_bytes // 2**20} MB; upload less text."
+        )
+    try:
+        return upload.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormProblem(
+            field, f"The file is not UTF-8 text (byte {exc.start} is invalid)."
+        ) from exc
 
 
 class PlaygroundError(Exception):

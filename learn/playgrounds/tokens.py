@@ -11,12 +11,12 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from learn.lab.facts import Pretokenizer
 from learn.playgrounds.base import (
-    FormProblem,
     LargeTextParams,
     Playground,
     PlaygroundParams,
     register,
     split_list,
+    uploaded_text,
 )
 
 MAX_CORPUS_BYTES = 20 * 1024 * 1024
@@ -51,14 +51,7 @@ class BpeTrainParams(LargeTextParams):
         if form.get("source") == "builtin":
             data["builtin"] = "python-docs"
         elif upload is not None and upload.size:
-            if upload.size > MAX_CORPUS_BYTES:
-                raise FormProblem("corpus_file", "The file is larger than 20 MB; upload less text.")
-            try:
-                data["corpus"] = upload.read().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise FormProblem(
-                    "corpus_file", f"The file is not UTF-8 text (byte {exc.start} is invalid)."
-                ) from exc
+            data["corpus"] = uploaded_text("corpus_file", upload, MAX_CORPUS_BYTES)
         else:
             data["corpus"] = form.get("corpus", "")
         return data

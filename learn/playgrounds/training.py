@@ -27,6 +27,7 @@ from learn.playgrounds.base import (
     PlaygroundParams,
     Seed,
     register,
+    uploaded_text,
 )
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024
@@ -87,14 +88,7 @@ class ModelShape(LargeTextParams):
                 raise FormProblem("lr_log10", "The learning rate slider sent no number.") from None
         upload = files.get("text_file")
         if data.get("source") == "text" and upload is not None and upload.size:
-            if upload.size > MAX_TEXT_BYTES:
-                raise FormProblem("text_file", "The file is larger than 2 MB; upload less text.")
-            try:
-                data["text"] = upload.read().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise FormProblem(
-                    "text_file", f"The file is not UTF-8 text (byte {exc.start} is invalid)."
-                ) from exc
+            data["text"] = uploaded_text("text_file", upload, MAX_TEXT_BYTES)
         if data.get("source") != "text":
             data.pop("text", None)
         return data
