@@ -131,6 +131,12 @@ def number_list(raw: str | None) -> list[str]:
     return split_list((raw or "").replace(" ", ","))
 
 
+def kept_folder(keeps: str, run_id: str | uuid.UUID) -> Path:
+    """``<model cache>/<keeps>/<run id>/``: files a run keeps beside its result (a model, an
+    adapter), in the model cache that web and workers share."""
+    return cache_dir() / keeps / str(uuid.UUID(str(run_id)))
+
+
 @dataclass(frozen=True)
 class Playground:
     slug: str
@@ -147,11 +153,9 @@ class Playground:
     keeps: str = ""  # its runs keep files in <model cache>/<keeps>/<run id>/ (see kept_folder)
 
     def kept_folder(self, run_id: str | uuid.UUID) -> Path | None:
-        """Where a run keeps files beside its result (a model, an adapter), in the model
-        cache that web and workers share; deleted with the run. None: it keeps none."""
-        if not self.keeps:
-            return None
-        return cache_dir() / self.keeps / str(uuid.UUID(str(run_id)))
+        """Where a run keeps files beside its result (``kept_folder`` below); deleted with
+        the run. None: it keeps none."""
+        return kept_folder(self.keeps, run_id) if self.keeps else None
 
     @property
     def template(self) -> str:

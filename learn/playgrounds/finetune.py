@@ -19,8 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from learn.lab import lora_pairs
 from learn.lab.lora_pairs import Pair
-from learn.lab.models import cache_dir
-from learn.playgrounds.base import LargeTextParams, Playground, Seed, register
+from learn.playgrounds.base import LargeTextParams, Playground, Seed, kept_folder, register
 
 MAX_PAIR_TOKENS = 192  # prompt in the chat template + response + end marker
 MAX_SEQUENCES = 240  # steps × batch: ~3 minutes of SmolLM2 forward + backward on 2 cores
@@ -35,7 +34,7 @@ def adapter_path(run_id: str | uuid.UUID, name: str = ADAPTER_FILES[0]) -> Path:
     (the model cache is the folder workers and the web share)."""
     if name not in ADAPTER_FILES:
         raise ValueError(f"no adapter file {name!r}: {', '.join(ADAPTER_FILES)}")
-    return cache_dir() / KEEPS / str(uuid.UUID(str(run_id))) / name
+    return kept_folder(KEEPS, run_id) / name
 
 
 def pair_tokens(pair: Pair) -> int:

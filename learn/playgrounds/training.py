@@ -19,13 +19,13 @@ from django.utils.datastructures import MultiValueDict
 from pydantic import Field, field_validator, model_validator
 
 from learn.lab.facts import SMOLLM2
-from learn.lab.models import cache_dir
 from learn.playgrounds.base import (
     FormProblem,
     LargeTextParams,
     Playground,
     PlaygroundParams,
     Seed,
+    kept_folder,
     register,
     uploaded_text,
 )
@@ -42,7 +42,7 @@ TOKENIZER_HELP = "'chars' or the id of a BPE tokenizer you trained in chapter 3"
 
 def model_folder(run_id: str | uuid.UUID) -> Path:
     """Where a training run keeps its model: ``<model cache>/trained/<run id>/``."""
-    return cache_dir() / KEEPS / str(uuid.UUID(str(run_id)))
+    return kept_folder(KEEPS, run_id)
 
 
 def has_model(run_id: str | uuid.UUID) -> bool:
