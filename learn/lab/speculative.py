@@ -366,8 +366,9 @@ def speculative_draft_model(
     Output equals plain greedy decoding of the target. The draft keeps its own cache,
     rolled back to the accepted prefix after each check.
     """
-    # the draft feeds one token a pass (or the prompt, last row only): no packed twin
-    drafter = _Verifier(draft, len(ids) + max_new_tokens + num_draft + 1, packed=False)
+    # packed too, where packing applies (a float32 draft on the CPU): its 1-token passes
+    # are as much cheaper as the target's
+    drafter = _Verifier(draft, len(ids) + max_new_tokens + num_draft + 1)
 
     def propose(seq: list[int]) -> list[int]:
         # seq[:-1] is verified; the draft's cache may also hold its own rejected guesses
