@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -128,13 +129,7 @@ def vs_torchao(rounds: int, sentences: int) -> dict:
             }
         )
     encoder.model = base
-    return {"rows": rows, "compile_s": compile_s, "torchao": _version("torchao")}
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
+    return {"rows": rows, "compile_s": compile_s, "torchao": version("torchao")}
 
 
 def main() -> None:
