@@ -32,10 +32,12 @@ from learn.lab.smollm2_text import (  # the text side, torch-free, kept importab
 )
 
 if TYPE_CHECKING:
+    from gguf import ReaderTensor
     from tokenizers import Tokenizer
 
 __all__ = [  # the chat helpers are re-exported: callers may keep importing them from here
     "SYSTEM_PROMPT",
+    "as_float32",
     "chat_ids",
     "chat_prompt",
     "chat_text",
@@ -82,10 +84,18 @@ def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
+def as_float32(tensor: ReaderTensor) -> np.ndarray:
+    """A GGUF tensor de-quantized to float32, in numpy's shape order (GGUF's reversed: a
+    matrix comes out (out, in), as torch keeps it)."""
+    from gguf.quants import dequantize
+
+    shape = [int(d) for d in reversed(tensor.shape)]
+    return dequantize(tensor.data, tensor.tensor_type).astype(np.float32).reshape(shape)
+
+
 def convert_gguf(gguf_path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
     """Read and de-quantize a llama GGUF into our state dict (float32 tensors)."""
     from gguf import GGUFReader
-    from gguf.quants import dequantize
 
     reader = GGUFReader(str(gguf_path))
     fields = {
@@ -95,12 +105,7 @@ def convert_gguf(gguf_path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
         or (name.startswith("tokenizer.ggml.") and name.endswith("_id"))
     }
     cfg = config_from_gguf(fields)
-    raw = {  # numpy's shape is the reverse of GGUF's, so it is torch's (out, in)
-        t.name: dequantize(t.data, t.tensor_type)
-        .astype(np.float32)
-        .reshape([int(d) for d in reversed(t.shape)])
-        for t in reader.tensors
-    }
+    raw = {t.name: as_float32(t) for t in reader.tensors}  # (out, in) matrices
 
     def t(*rows: np.ndarray) -> Tensor:  # (out, in) matrices stacked on out -> (in, out)
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows, 0).T))
@@ -133,7 +138,6 @@ def write_f32_gguf(src: Path, dst: Path) -> Path:
     Q4_1 and Q8_0 dot products). ~4 bytes per weight: 540 MB for SmolLM2-135M.
     """
     from gguf import GGUFReader, GGUFValueType, GGUFWriter, Keys, LlamaFileType
-    from gguf.quants import dequantize
 
     reader = GGUFReader(str(src))
     tmp = dst.with_suffix(f".{os.getpid()}.tmp")
@@ -148,9 +152,7 @@ def write_f32_gguf(src: Path, dst: Path) -> Path:
         sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, value, kind, sub_type=sub)
     for t in reader.tensors:
-        shape = [int(d) for d in reversed(t.shape)]  # numpy order: GGUF's reversed
-        weights = dequantize(t.data, t.tensor_type).astype(np.float32)
-        writer.add_tensor(t.name, weights.reshape(shape))
+        writer.add_tensor(t.name, as_float32(t))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
